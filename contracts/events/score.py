@@ -1,0 +1,87 @@
+"""The `score` family, produced by the scoring service: quantified management (量化管理)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+from uuid import UUID
+
+from pydantic import Field
+
+from contracts.envelope import EventPayload, Family, StrictModel
+from contracts.types import BusinessDate, Identifier, Instant, Points, ShortText, Text
+
+
+class _ScoreFamily(EventPayload):
+    family: ClassVar[Family] = "score"
+
+
+class RegulationPublished(_ScoreFamily):
+    """A version of a regulation (管理规定): its whole document, as published."""
+
+    event_type: ClassVar[str] = "regulation.published"
+
+    regulation_id: Identifier
+    version: int = Field(ge=1)
+    title: ShortText
+    effective_from: BusinessDate
+    document: dict[str, Any]
+
+
+class _ScoreLine(_ScoreFamily):
+    member_id: Identifier
+    branch_id: Identifier
+    period_id: Identifier
+    points: Points
+    rule_id: Identifier
+    regulation_id: Identifier
+    regulation_version: int = Field(ge=1)
+    cause_event_id: UUID
+    cause_type: str
+    cause_occurred_at: Instant
+    reverses_event_id: UUID | None = None
+
+
+class ScoreAwarded(_ScoreLine):
+    event_type: ClassVar[str] = "score.awarded"
+
+
+class ScoreDeducted(_ScoreLine):
+    event_type: ClassVar[str] = "score.deducted"
+
+
+class ScoreAdjusted(_ScoreFamily):
+    """A manual award or deduction by the branch committee, approved by a second member."""
+
+    event_type: ClassVar[str] = "score.adjusted"
+
+    adjustment_id: Identifier
+    member_id: Identifier
+    branch_id: Identifier
+    period_id: Identifier
+    points: Points
+    reason: Text
+    requested_by: Identifier
+    approved_by: Identifier
+
+
+class AssessmentResult(StrictModel):
+    member_id: Identifier
+    total: Points
+    rank: int = Field(ge=1)
+    grade: str | None  # None: probationary members when the regulation does not grade them
+
+
+class AssessmentClosed(_ScoreFamily):
+    """A period closed for a branch: totals, ranks, grades, the excellent and the lagging."""
+
+    event_type: ClassVar[str] = "assessment.closed"
+
+    branch_id: Identifier
+    period_id: Identifier
+    regulation_id: Identifier
+    regulation_version: int = Field(ge=1)
+    closed_at: Instant
+    revision: int = Field(ge=1)
+    results: list[AssessmentResult]
+    excellent: list[Identifier]
+    lagging: list[Identifier]

@@ -1,0 +1,122 @@
+"""How events travel on Redis Streams: stream keys and the layout of one entry.
+
+One stream per event family, `{prefix}:{family}` (e.g. `party:attendance`). Each entry has flat
+string fields that any Redis client can read without this package:
+
+| field            | content                                                              |
+|------------------|----------------------------------------------------------------------|
+| `type`           | event type, e.g. `attendance.recorded`                               |
+| `event_id`       | the event's UUID (deduplicate on it: delivery is at least once)       |
+| `branch_id`      | the tenant key, empty for university-level events                    |
+| `schema_version` | version of the type's schema the `data` follows                       |
+| `source`         | the producing service (`roster`, `activities`, `scoring`, `notify`)  |
+| `position`       | the event's position in the producing service's log (a decimal int)   |
+| `envelope`       | the whole envelope as UTF-8 JSON (see `contracts/schemas/`)           |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from uuid import UUID
+
+from contracts.errors import ContractViolation, FieldError
+
+ENTRY_FIELDS = ("type", "event_id", "branch_id", "schema_version", "source", "position", "envelope")
+
+#: Entries larger than this are refused by consumers (dead-lettered); no event comes near it.
+MAX_ENTRY_BYTES = 256 * 1024
+
+
+def stream_key(prefix: str, family: str) -> str:
+    return f"{prefix}:{family}"
+
+
+def dead_letter_key(prefix: str, service: str) -> str:
+    """Where a consuming service parks the entries it could not apply, with the reason."""
+    return f"{prefix}:deadletter:{service}"
+
+
+@dataclass(frozen=True, slots=True)
+class WireEntry:
+    type: str
+    event_id: UUID
+    branch_id: str | None
+    schema_version: int
+    source: str
+    position: int
+    envelope: bytes
+
+
+def encode_entry(
+    *,
+    event_type: str,
+    event_id: UUID | str,
+    branch_id: str | None,
+    schema_version: int,
+    source: str,
+    position: int,
+    envelope: bytes,
+) -> dict[str, str | bytes]:
+    return {
+        "type": event_type,
+        "event_id": str(event_id),
+        "branch_id": branch_id or "",
+        "schema_version": str(schema_version),
+        "source": source,
+        "position": str(position),
+        "envelope": envelope,
+    }
+
+
+def _text(fields: Mapping[bytes | str, bytes | str], name: str) -> str:
+    value = fields.get(name.encode(), fields.get(name))
+    if value is None:
+        raise ContractViolation("malformed stream entry", [FieldError(name, "missing")])
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise ContractViolation(
+                "malformed stream entry", [FieldError(name, "not UTF-8")]
+            ) from None
+    return str(value)
+
+
+def decode_entry(fields: Mapping[bytes | str, bytes | str]) -> WireEntry:
+    """Read the routing fields of an entry; the envelope itself is validated by the catalogue."""
+    size = sum(len(k) + len(v) for k, v in fields.items())
+    if size > MAX_ENTRY_BYTES:
+        raise ContractViolation(
+            "oversized stream entry",
+            [FieldError("envelope", f"{size} bytes, the limit is {MAX_ENTRY_BYTES}")],
+        )
+    event_type = _text(fields, "type")
+    try:
+        event_id = UUID(_text(fields, "event_id"))
+    except ValueError:
+        raise ContractViolation(
+            "malformed stream entry", [FieldError("event_id", "not a UUID")]
+        ) from None
+    try:
+        schema_version = int(_text(fields, "schema_version"))
+        position = int(_text(fields, "position"))
+    except ValueError:
+        raise ContractViolation(
+            "malformed stream entry",
+            [FieldError("schema_version/position", "not an integer")],
+        ) from None
+    branch_id = _text(fields, "branch_id") or None
+    raw_envelope = fields.get(b"envelope", fields.get("envelope"))
+    if raw_envelope is None:
+        raise ContractViolation("malformed stream entry", [FieldError("envelope", "missing")])
+    envelope = raw_envelope if isinstance(raw_envelope, bytes) else str(raw_envelope).encode()
+    return WireEntry(
+        type=event_type,
+        event_id=event_id,
+        branch_id=branch_id,
+        schema_version=schema_version,
+        source=_text(fields, "source"),
+        position=position,
+        envelope=envelope,
+    )

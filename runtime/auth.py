@@ -1,0 +1,162 @@
+"""Signed tokens with a role and a scope, shared by every service (DESIGN §6).
+
+Claims: `sub` (who), `role`, `branches` and `schools` (the scope of secretaries and school
+admins), `member` (the member id of a member), `exp`. Development signs with a shared secret
+(HS256); production verifies with a public key (RS256 or EdDSA) and never sees a private key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal, cast, get_args
+
+import jwt
+
+Role = Literal[
+    "university_admin",
+    "school_admin",
+    "branch_secretary",
+    "committee_member",
+    "member",
+    "auditor",
+    "campus_system",
+]
+ROLES: tuple[Role, ...] = get_args(Role)
+AUDIENCE = "party-members"
+
+
+class AuthenticationFailed(Exception):
+    """No token, or a token that is forged, expired or malformed (HTTP 401)."""
+
+
+class AccessDenied(Exception):
+    """An authentic caller outside the scope or role the action needs (HTTP 403)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    role: Role
+    branches: frozenset[str] = field(default_factory=frozenset)
+    schools: frozenset[str] = field(default_factory=frozenset)
+    member_id: str | None = None
+
+    @property
+    def reads_everything(self) -> bool:
+        return self.role in ("university_admin", "auditor")
+
+    def covers_branch(self, branch_id: str, school_id: str | None) -> bool:
+        """Whether the branch is inside this caller's scope (whatever their role)."""
+        if self.role == "university_admin" or self.role == "auditor":
+            return True
+        if self.role == "school_admin":
+            return school_id is not None and school_id in self.schools
+        if self.role in ("branch_secretary", "committee_member"):
+            return branch_id in self.branches
+        return False
+
+    def require_read(self, branch_id: str, school_id: str | None = None) -> None:
+        if not self.covers_branch(branch_id, school_id):
+            raise AccessDenied(f"{self.role} {self.subject} may not read branch {branch_id}")
+
+    def require_write(self, branch_id: str, school_id: str | None = None) -> None:
+        if self.role not in (
+            "university_admin",
+            "school_admin",
+            "branch_secretary",
+            "committee_member",
+        ):
+            raise AccessDenied(f"the {self.role} role may not change branch records")
+        if not self.covers_branch(branch_id, school_id):
+            raise AccessDenied(f"{self.role} {self.subject} may not change branch {branch_id}")
+
+    def require_role(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise AccessDenied(f"this needs one of the roles {', '.join(roles)}, not {self.role}")
+
+
+class TokenAuthority:
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        public_key: str | None = None,
+        private_key: str | None = None,
+        leeway_seconds: int = 30,
+    ) -> None:
+        if public_key is None and not secret:
+            raise ValueError("a shared secret or a public key is needed to verify tokens")
+        self._secret = secret
+        self._public_key = public_key
+        self._private_key = private_key
+        self._leeway = leeway_seconds
+
+    def issue(
+        self,
+        subject: str,
+        role: Role,
+        *,
+        branches: Iterable[str] = (),
+        schools: Iterable[str] = (),
+        member_id: str | None = None,
+        ttl: timedelta = timedelta(hours=8),
+        now: datetime | None = None,
+    ) -> str:
+        issued = now or datetime.now(UTC)
+        claims = {
+            "sub": subject,
+            "role": role,
+            "branches": sorted(branches),
+            "schools": sorted(schools),
+            "member": member_id,
+            "aud": AUDIENCE,
+            "iat": issued,
+            "exp": issued + ttl,
+        }
+        if self._private_key is not None:
+            return jwt.encode(claims, self._private_key, algorithm="RS256")
+        if not self._secret:
+            raise ValueError("no key to sign tokens with")
+        return jwt.encode(claims, self._secret, algorithm="HS256")
+
+    def verify(self, token: str) -> Principal:
+        try:
+            if self._public_key is not None:
+                claims = jwt.decode(
+                    token,
+                    self._public_key,
+                    algorithms=["RS256", "EdDSA"],
+                    audience=AUDIENCE,
+                    leeway=self._leeway,
+                    options={"require": ["exp", "sub", "aud"]},
+                )
+            else:
+                assert self._secret is not None
+                claims = jwt.decode(
+                    token,
+                    self._secret,
+                    algorithms=["HS256"],
+                    audience=AUDIENCE,
+                    leeway=self._leeway,
+                    options={"require": ["exp", "sub", "aud"]},
+                )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationFailed("the token has expired") from None
+        except jwt.InvalidTokenError as error:
+            raise AuthenticationFailed(f"the token is not valid: {error}") from None
+        role = claims.get("role")
+        if role not in ROLES:
+            raise AuthenticationFailed(f"the token names an unknown role {role!r}")
+        branches = claims.get("branches") or []
+        schools = claims.get("schools") or []
+        if not all(isinstance(b, str) for b in [*branches, *schools]):
+            raise AuthenticationFailed("the token's branches and schools must be lists of ids")
+        return Principal(
+            subject=str(claims["sub"]),
+            role=cast(Role, role),
+            branches=frozenset(branches),
+            schools=frozenset(schools),
+            member_id=claims.get("member"),
+        )

@@ -1,0 +1,12 @@
+"""Time, injectable: production reads the system clock, tests move a fake one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,62 @@
+"""Applying events to projections exactly once in effect.
+
+The ids of applied events go into the inbox table in the same transaction as the projection
+change, so a redelivered event (at-least-once transport) changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import asyncpg
+
+from runtime.consumer.incoming import IncomingEvent
+from runtime.db import Connection
+from runtime.eventstore.schema import quote_schema
+
+
+class Projection(Protocol):
+    """A fold of events into tables of the consuming service's schema.
+
+    `apply` runs inside the transaction that records the events in the inbox; it receives only
+    events not applied before, of the types in `event_types`. A projection is a function of the
+    set of events it has seen: it must not depend on their arrival order (DESIGN §2.5).
+    """
+
+    name: str
+    event_types: frozenset[str]
+
+    async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None: ...
+
+
+class Projector:
+    def __init__(self, pool: asyncpg.Pool, schema: str, projections: Sequence[Projection]) -> None:
+        self._pool = pool
+        self._s = quote_schema(schema)
+        self.projections = tuple(projections)
+
+    async def apply(self, events: Sequence[IncomingEvent]) -> int:
+        """Apply the events not applied before, in one transaction; return how many were new."""
+        unique: dict[object, IncomingEvent] = {}
+        for event in events:
+            unique.setdefault(event.event_id, event)
+        if not unique:
+            return 0
+        batch = list(unique.values())
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"INSERT INTO {self._s}.inbox (event_id, source, position) "
+                "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) "
+                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                [e.event_id for e in batch],
+                [e.source for e in batch],
+                [e.position for e in batch],
+            )
+            fresh_ids = {row["event_id"] for row in rows}
+            fresh = [e for e in batch if e.event_id in fresh_ids]
+            for projection in self.projections:
+                mine = [e for e in fresh if e.type in projection.event_types]
+                if mine:
+                    await projection.apply(conn, mine)
+        return len(fresh)

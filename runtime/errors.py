@@ -1,0 +1,28 @@
+"""Which failures are worth retrying as they are (a dependency is down) and which are not."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import redis.exceptions
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # includes a connection that was closed under us
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when retrying the same work later may succeed without anyone changing anything."""
+    return isinstance(error, TRANSIENT_ERRORS)

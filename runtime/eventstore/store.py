@@ -1,0 +1,451 @@
+"""The event store of one service: an append-only, hash-chained log in PostgreSQL.
+
+Writers serialise on the chain head row. That one lock gives three guarantees at once: positions
+are assigned in commit order (the relay can never skip an event that commits late), each event's
+`prev_hash` is the hash of the event before it, and every check made under the lock (expected
+versions, idempotency keys, unique claims) is free of races across processes.
+
+To keep that lock from capping throughput, appends are group-committed: a single writer task per
+process takes every append waiting in its queue and commits them in one transaction. Each append
+still succeeds or fails on its own (a conflict in one does not affect the others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+
+from contracts.canonical import envelope_hash
+from runtime.clock import Clock, utc_now
+from runtime.db import Connection
+from runtime.eventstore.models import (
+    AppendResult,
+    ConcurrencyConflict,
+    EventMetadata,
+    IdempotencyKey,
+    IdempotencyKeyReused,
+    RecordedEvent,
+    StreamAppend,
+    UniqueClaim,
+    UniqueClaimTaken,
+    envelope_document,
+)
+from runtime.eventstore.schema import quote_schema
+from runtime.metrics import EVENTS_APPENDED
+
+EVENT_COLUMNS = (
+    "position",
+    "event_id",
+    "stream_id",
+    "stream_version",
+    "type",
+    "schema_version",
+    "branch_id",
+    "occurred_at",
+    "recorded_at",
+    "actor_id",
+    "actor_role",
+    "correlation_id",
+    "causation_id",
+    "data",
+    "hash",
+    "prev_hash",
+)
+_SELECT_EVENTS = ", ".join(c if c != "data" else "data::text AS data" for c in EVENT_COLUMNS)
+
+
+def notify_channel(schema: str) -> str:
+    """The LISTEN/NOTIFY channel on which a service's appends announce their last position."""
+    return f"{schema}_events"
+
+
+def row_to_event(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        position=row["position"],
+        event_id=row["event_id"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        type=row["type"],
+        schema_version=row["schema_version"],
+        branch_id=row["branch_id"],
+        occurred_at=row["occurred_at"],
+        recorded_at=row["recorded_at"],
+        actor_id=row["actor_id"],
+        actor_role=row["actor_role"],
+        correlation_id=row["correlation_id"],
+        causation_id=row["causation_id"],
+        data=orjson.loads(row["data"]),
+        hash=row["hash"],
+        prev_hash=row["prev_hash"],
+    )
+
+
+@dataclass(eq=False)
+class _PendingAppend:
+    appends: tuple[StreamAppend, ...]
+    metadata: EventMetadata
+    idempotency: IdempotencyKey | None
+    future: asyncio.Future[AppendResult] = field(repr=False)
+
+
+class EventStore:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        *,
+        clock: Clock = utc_now,
+        max_batch: int = 500,
+    ) -> None:
+        self._pool = pool
+        self.schema = schema
+        self._s = quote_schema(schema)
+        self._clock = clock
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[_PendingAppend] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        *appends: StreamAppend,
+        metadata: EventMetadata,
+        idempotency: IdempotencyKey | None = None,
+    ) -> AppendResult:
+        """Append events to one or more streams atomically.
+
+        Raises ConcurrencyConflict when a stream is not at its expected version,
+        UniqueClaimTaken when a claimed value belongs to another stream, and
+        IdempotencyKeyReused when the key was used for a different command. With a key that was
+        used for the same command, nothing is appended and the first result is returned.
+        """
+        streams = [a.stream_id for a in appends]
+        if len(set(streams)) != len(streams):
+            raise ValueError("each stream may appear only once in an append")
+        pending = _PendingAppend(
+            tuple(appends), metadata, idempotency, asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_forever(), name=f"{self.schema}-writer")
+        return await pending.future
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        while not self._queue.empty():
+            _fail(self._queue.get_nowait(), RuntimeError("the event store was closed"))
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            batch = [p for p in batch if not p.future.done()]  # callers that gave up
+            if not batch:
+                continue
+            try:
+                await self._commit(batch)
+            except Exception as error:
+                if len(batch) == 1:
+                    _fail(batch[0], error)
+                    continue
+                # Find the one append that broke the batch; the others deserve to succeed.
+                for pending in batch:
+                    try:
+                        await self._commit([pending])
+                    except Exception as single_error:
+                        _fail(pending, single_error)
+
+    async def _commit(self, batch: list[_PendingAppend]) -> None:
+        s = self._s
+        outcomes: list[tuple[_PendingAppend, AppendResult | Exception]] = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            head = await conn.fetchrow(
+                f"SELECT position, hash, recorded_at FROM {s}.chain_head FOR UPDATE"
+            )
+            assert head is not None, "chain_head row missing: run the migrations"
+            keys = [p.idempotency.key for p in batch if p.idempotency]
+            known_keys: dict[str, tuple[str, str]] = {}
+            if keys:
+                for row in await conn.fetch(
+                    f"SELECT key, fingerprint, result::text AS result "
+                    f"FROM {s}.idempotency_keys WHERE key = ANY($1::text[])",
+                    keys,
+                ):
+                    known_keys[row["key"]] = (row["fingerprint"], row["result"])
+            versions = await self._current_versions(conn, batch)
+            owners = await self._claim_owners(conn, batch)
+
+            position: int = head["position"]
+            prev_hash: str = head["hash"]
+            now = self._clock()
+            if head["recorded_at"] is not None and now < head["recorded_at"]:
+                now = head["recorded_at"]  # recorded_at never goes backwards along the log
+            event_rows: list[tuple[Any, ...]] = []
+            key_rows: list[tuple[str, str, str, datetime]] = []
+            claim_rows: list[tuple[str, str, str, datetime]] = []
+
+            for pending in batch:
+                refusal = _check(pending, known_keys, versions, owners)
+                if refusal is not None:
+                    outcomes.append((pending, refusal))
+                    continue
+                event_ids: list[UUID] = []
+                first = position + 1
+                for append in pending.appends:
+                    for claim in append.claims:
+                        if (claim.scope, claim.value) not in owners:  # else: ours already
+                            owners[(claim.scope, claim.value)] = append.stream_id
+                            claim_rows.append((claim.scope, claim.value, append.stream_id, now))
+                    for event in append.events:
+                        position += 1
+                        versions[append.stream_id] += 1
+                        document = envelope_document(
+                            event_id=event.event_id,
+                            event_type=event.type,
+                            schema_version=event.schema_version,
+                            stream_id=append.stream_id,
+                            stream_version=versions[append.stream_id],
+                            branch_id=event.branch_id,
+                            occurred_at=event.occurred_at,
+                            recorded_at=now,
+                            actor_id=pending.metadata.actor_id,
+                            actor_role=pending.metadata.actor_role,
+                            correlation_id=pending.metadata.correlation_id,
+                            causation_id=pending.metadata.causation_id,
+                            data=event.data,
+                            prev_hash=prev_hash,
+                        )
+                        event_hash = envelope_hash(document)
+                        event_rows.append(
+                            (
+                                position,
+                                event.event_id,
+                                append.stream_id,
+                                versions[append.stream_id],
+                                event.type,
+                                event.schema_version,
+                                event.branch_id,
+                                event.occurred_at,
+                                now,
+                                pending.metadata.actor_id,
+                                pending.metadata.actor_role,
+                                pending.metadata.correlation_id,
+                                pending.metadata.causation_id,
+                                orjson.dumps(event.data).decode(),
+                                event_hash,
+                                prev_hash,
+                            )
+                        )
+                        prev_hash = event_hash
+                        event_ids.append(event.event_id)
+                appended = position >= first
+                result = AppendResult(
+                    stream_versions={a.stream_id: versions[a.stream_id] for a in pending.appends},
+                    event_ids=event_ids,
+                    first_position=first if appended else None,
+                    last_position=position if appended else None,
+                    recorded_at=now,
+                )
+                if pending.idempotency:
+                    known_keys[pending.idempotency.key] = (
+                        pending.idempotency.fingerprint,
+                        result.to_json(),
+                    )
+                    key_rows.append(
+                        (
+                            pending.idempotency.key,
+                            pending.idempotency.fingerprint,
+                            result.to_json(),
+                            now,
+                        )
+                    )
+                outcomes.append((pending, result))
+
+            if event_rows:
+                await conn.copy_records_to_table(
+                    "events", schema_name=self.schema, records=event_rows, columns=EVENT_COLUMNS
+                )
+                await conn.execute(
+                    f"UPDATE {s}.chain_head SET position = $1, hash = $2, recorded_at = $3",
+                    position,
+                    prev_hash,
+                    now,
+                )
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", notify_channel(self.schema), str(position)
+                )
+            if key_rows:
+                await conn.executemany(
+                    f"INSERT INTO {s}.idempotency_keys (key, fingerprint, result, recorded_at) "
+                    "VALUES ($1, $2, $3::jsonb, $4)",
+                    key_rows,
+                )
+            if claim_rows:
+                await conn.executemany(
+                    f"INSERT INTO {s}.unique_claims (scope, value, stream_id, claimed_at) "
+                    "VALUES ($1, $2, $3, $4)",
+                    claim_rows,
+                )
+        # Only now, after COMMIT, does anyone learn the outcome.
+        EVENTS_APPENDED.labels(self.schema).inc(len(event_rows))
+        for pending, outcome in outcomes:
+            if pending.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+    async def _current_versions(
+        self, conn: Connection, batch: Iterable[_PendingAppend]
+    ) -> dict[str, int]:
+        stream_ids = sorted({a.stream_id for p in batch for a in p.appends})
+        rows = await conn.fetch(
+            f"SELECT s.id, COALESCE((SELECT max(e.stream_version) FROM {self._s}.events e "
+            "WHERE e.stream_id = s.id), 0) AS version FROM unnest($1::text[]) AS s(id)",
+            stream_ids,
+        )
+        return {row["id"]: row["version"] for row in rows}
+
+    async def _claim_owners(
+        self, conn: Connection, batch: Iterable[_PendingAppend]
+    ) -> dict[tuple[str, str], str]:
+        claims = {(c.scope, c.value) for p in batch for a in p.appends for c in a.claims}
+        if not claims:
+            return {}
+        scopes, values = zip(*sorted(claims), strict=True)
+        rows = await conn.fetch(
+            f"SELECT c.scope, c.value, c.stream_id FROM {self._s}.unique_claims c "
+            "JOIN unnest($1::text[], $2::text[]) AS w(scope, value) "
+            "ON c.scope = w.scope AND c.value = w.value",
+            list(scopes),
+            list(values),
+        )
+        return {(row["scope"], row["value"]): row["stream_id"] for row in rows}
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def find_result(self, key: str) -> tuple[str, AppendResult] | None:
+        """The fingerprint and result of an earlier command with this idempotency key."""
+        row = await self._pool.fetchrow(
+            f"SELECT fingerprint, result::text AS result FROM {self._s}.idempotency_keys "
+            "WHERE key = $1",
+            key,
+        )
+        if row is None:
+            return None
+        return row["fingerprint"], AppendResult.from_json(row["result"], replayed=True)
+
+    async def stream_version(self, stream_id: str) -> int:
+        version = await self._pool.fetchval(
+            f"SELECT COALESCE(max(stream_version), 0) FROM {self._s}.events WHERE stream_id = $1",
+            stream_id,
+        )
+        return int(version)
+
+    async def read_stream(
+        self, stream_id: str, *, after_version: int = 0, known_at: datetime | None = None
+    ) -> list[RecordedEvent]:
+        """A stream's events in version order; `known_at` shows it as it was recorded then."""
+        rows = await self._pool.fetch(
+            f"SELECT {_SELECT_EVENTS} FROM {self._s}.events WHERE stream_id = $1 "
+            "AND stream_version > $2 AND ($3::timestamptz IS NULL OR recorded_at <= $3) "
+            "ORDER BY stream_version",
+            stream_id,
+            after_version,
+            known_at,
+        )
+        return [row_to_event(row) for row in rows]
+
+    async def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        up_to_position: int | None = None,
+        types: Sequence[str] | None = None,
+        branch_id: str | None = None,
+        known_at: datetime | None = None,
+        occurred_before: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[RecordedEvent]:
+        """Events in position (commit) order, filtered by type, branch and time."""
+        rows = await self._pool.fetch(
+            f"SELECT {_SELECT_EVENTS} FROM {self._s}.events WHERE position > $1 "
+            "AND ($2::bigint IS NULL OR position <= $2) "
+            "AND ($3::text[] IS NULL OR type = ANY($3)) "
+            "AND ($4::text IS NULL OR branch_id = $4) "
+            "AND ($5::timestamptz IS NULL OR recorded_at <= $5) "
+            "AND ($6::timestamptz IS NULL OR occurred_at <= $6) "
+            "ORDER BY position LIMIT $7",
+            after_position,
+            up_to_position,
+            list(types) if types is not None else None,
+            branch_id,
+            known_at,
+            occurred_before,
+            limit,
+        )
+        return [row_to_event(row) for row in rows]
+
+    async def iterate(
+        self, *, after_position: int = 0, page: int = 5000, **filters: Any
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every matching event, page by page, without holding them all in memory."""
+        while True:
+            events = await self.read_all(after_position=after_position, limit=page, **filters)
+            for event in events:
+                yield event
+            if len(events) < page:
+                return
+            after_position = events[-1].position
+
+    async def head(self) -> tuple[int, str]:
+        row = await self._pool.fetchrow(f"SELECT position, hash FROM {self._s}.chain_head")
+        assert row is not None
+        return row["position"], row["hash"]
+
+
+def _check(
+    pending: _PendingAppend,
+    known_keys: dict[str, tuple[str, str]],
+    versions: dict[str, int],
+    owners: dict[tuple[str, str], str],
+) -> AppendResult | Exception | None:
+    """Why this append cannot be written as asked, or None when it can."""
+    if pending.idempotency and pending.idempotency.key in known_keys:
+        fingerprint, result = known_keys[pending.idempotency.key]
+        if fingerprint != pending.idempotency.fingerprint:
+            return IdempotencyKeyReused(pending.idempotency.key)
+        return AppendResult.from_json(result, replayed=True)
+    for append in pending.appends:
+        actual = versions[append.stream_id]
+        if append.expected_version is not None and append.expected_version != actual:
+            return ConcurrencyConflict(append.stream_id, append.expected_version, actual)
+        for claim in append.claims:
+            owner = owners.get((claim.scope, claim.value))
+            if owner is not None and owner != append.stream_id:
+                return UniqueClaimTaken(UniqueClaim(claim.scope, claim.value), owner)
+    return None
+
+
+def _fail(pending: _PendingAppend, error: BaseException) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(error)

@@ -1,0 +1,130 @@
+"""The HTTP entrypoint of every service: FastAPI with the shared plumbing.
+
+FastAPI (not FastStream's ASGI helper) because each service has a real command and query API
+whose OpenAPI document is generated and committed; the FastStream broker of the consumer runs in
+the same process and event loop, started and stopped by the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from runtime.http.audit import audit_router
+from runtime.http.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware
+from runtime.http.problems import install_problem_handlers
+from runtime.logs import configure_logging
+from runtime.metrics import HTTP_REQUESTS
+from runtime.service import ServiceContext, ServiceDefinition, start_service, stop_service
+from runtime.settings import Settings
+
+
+def create_app(
+    definition: ServiceDefinition,
+    settings: Settings | None = None,
+    *,
+    run_background: bool = True,
+    configure_logs: bool = True,
+    context_hook: Callable[[ServiceContext], Awaitable[None]] | None = None,
+) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if configure_logs:
+            configure_logging(settings.log_level, settings.log_format)
+        context = await start_service(definition, settings, run_background=run_background)
+        app.state.context = context
+        app.state.tokens = context.tokens
+        if context_hook is not None:
+            await context_hook(context)
+        try:
+            yield
+        finally:
+            await stop_service(context)
+
+    app = FastAPI(
+        title=definition.title,
+        description=definition.description,
+        version="1.0.0",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    app.state.definition = definition
+    install_problem_handlers(app)
+    app.add_middleware(ErrorBoundaryMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        correlation = request.headers.get("x-correlation-id")
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(
+            service=definition.name,
+            correlation_id=correlation,
+            method=request.method,
+            path=request.url.path,
+        ):
+            response = await call_next(request)
+        route = request.scope.get("route")
+        HTTP_REQUESTS.labels(
+            definition.name,
+            request.method,
+            getattr(route, "path", "unmatched"),
+            str(response.status_code),
+        ).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": definition.name}
+
+    @app.get(
+        "/ready",
+        tags=["operations"],
+        summary="Readiness: PostgreSQL and Redis answer",
+        responses={503: {"description": "a dependency is unavailable"}},
+    )
+    async def ready(request: Request) -> JSONResponse:
+        context: ServiceContext | None = getattr(request.app.state, "context", None)
+        checks: dict[str, Any] = {}
+        if context is None:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        try:
+            await asyncio.wait_for(context.pool.fetchval("SELECT 1"), 2.0)
+            checks["postgres"] = "ok"
+        except Exception as error:
+            checks["postgres"] = type(error).__name__
+        try:
+            await asyncio.wait_for(context.redis.ping(), 2.0)
+            checks["redis"] = "ok"
+        except Exception as error:
+            checks["redis"] = type(error).__name__
+        ok = all(value == "ok" for value in checks.values())
+        body = {
+            "status": "ready" if ok else "unavailable",
+            "checks": checks,
+            "relay_leader": bool(context.relay and context.relay.is_leader),
+        }
+        return JSONResponse(
+            body, status_code=200 if ok else 503, headers={} if ok else {"Retry-After": "5"}
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(audit_router)
+    for router in definition.routers:
+        app.include_router(router)
+    return app

@@ -1,0 +1,113 @@
+"""Pure ASGI middlewares: a body size limit (413) and a last line of defence that turns an
+unexpected error into a problem response (503 when a dependency is down, else 500)."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.errors import is_transient
+from runtime.http.problems import PROBLEM_JSON, RETRY_AFTER_SECONDS
+from runtime.logs import get_logger
+
+log = get_logger("http")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _send_problem(
+    send: Send, status: int, title: str, detail: str, extra_headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *extra_headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request bodies are limited to {self.max_bytes} bytes"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await _send_problem(send, 413, "Content too large", detail, [])
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await _send_problem(send, 413, "Content too large", detail, [])
+
+
+class ErrorBoundaryMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except BodyTooLarge:
+            raise
+        except Exception as error:
+            if started:
+                raise
+            if is_transient(error):
+                log.warning(
+                    "dependency unavailable", path=scope.get("path"), error=type(error).__name__
+                )
+                await _send_problem(
+                    send,
+                    503,
+                    "Service unavailable",
+                    "a dependency (database or Redis) is unavailable; retry later",
+                    [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
+                )
+            else:
+                log.exception("unhandled error", path=scope.get("path"), error=type(error).__name__)
+                await _send_problem(send, 500, "Internal error", "the error was logged", [])

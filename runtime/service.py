@@ -1,0 +1,211 @@
+"""How a service is put together: its definition, and the context built for it at start.
+
+A service folder declares a `ServiceDefinition` (name, its SQL migrations, the families it
+consumes, its projections, its HTTP routers and background tasks); the runtime connects to
+PostgreSQL and Redis, applies the migrations, and runs the event store writer, the relay, the
+consumer and the HTTP API around it. Nothing here knows any particular service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis.asyncio as redis
+
+from runtime.auth import TokenAuthority
+from runtime.clock import Clock, utc_now
+from runtime.consumer import ConsumerOptions, EventConsumer, Projection, Projector
+from runtime.eventstore import (
+    EVENT_STORE_MIGRATIONS,
+    EventStore,
+    Migration,
+    load_migrations,
+    migrate,
+)
+from runtime.logs import get_logger
+from runtime.relay import Relay
+from runtime.settings import Settings
+
+log = get_logger("service")
+
+
+def _no_projections(_: ServiceContext) -> Sequence[Projection]:
+    return ()
+
+
+def _no_tasks(_: ServiceContext) -> Sequence[Coroutine[Any, Any, None]]:
+    return ()
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    title: str
+    description: str = ""
+    migrations_dir: Path | None = None
+    consumes: tuple[str, ...] = ()
+    projections: Callable[[ServiceContext], Sequence[Projection]] = _no_projections
+    routers: Sequence[Any] = ()  # fastapi.APIRouter, mounted under the service's app
+    background: Callable[[ServiceContext], Sequence[Coroutine[Any, Any, None]]] = _no_tasks
+
+    def migrations(self) -> list[Migration]:
+        own = load_migrations(self.name, self.migrations_dir) if self.migrations_dir else []
+        return [*load_migrations("eventstore", EVENT_STORE_MIGRATIONS), *own]
+
+
+@dataclass
+class ServiceContext:
+    """Everything a running service holds; handlers reach it as `request.app.state.context`."""
+
+    definition: ServiceDefinition
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: redis.Redis
+    store: EventStore
+    tokens: TokenAuthority
+    clock: Clock = utc_now
+    relay: Relay | None = None
+    consumer: EventConsumer | None = None
+    projector: Projector | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def schema(self) -> str:
+        return self.store.schema
+
+
+def token_authority(settings: Settings) -> TokenAuthority:
+    return TokenAuthority(
+        secret=settings.auth_secret.get_secret_value(), public_key=settings.auth_public_key
+    )
+
+
+async def ensure_database(dsn: str) -> None:
+    """Create the database named in the DSN when it does not exist yet (first start)."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        base, _, name = dsn.rpartition("/")
+        name = name.split("?")[0]
+        admin = await asyncpg.connect(f"{base}/postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            log.info("database created", database=name)
+        except asyncpg.DuplicateDatabaseError:
+            pass
+        finally:
+            await admin.close()
+    else:
+        await conn.close()
+
+
+async def connect_database(settings: Settings, *, attempts: int = 30) -> asyncpg.Pool:
+    """A pool, waiting for PostgreSQL to answer (a service may start before its database)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await ensure_database(settings.database_url)
+            pool = await asyncpg.create_pool(
+                settings.database_url,
+                min_size=1,
+                max_size=settings.db_pool_size,
+                command_timeout=60,
+            )
+            assert pool is not None
+            return pool
+        except (OSError, asyncpg.CannotConnectNowError) as error:
+            if attempt == attempts:
+                raise
+            log.warning("database not reachable yet", attempt=attempt, error=repr(error))
+            await asyncio.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+async def migrate_service(
+    pool: asyncpg.Pool, definition: ServiceDefinition, schema: str
+) -> list[str]:
+    async with pool.acquire() as conn:
+        return await migrate(conn, schema, definition.migrations())
+
+
+async def start_service(
+    definition: ServiceDefinition,
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    run_background: bool = True,
+) -> ServiceContext:
+    pool = await connect_database(settings)
+    schema = settings.schema_for(definition.name)
+    applied = await migrate_service(pool, definition, schema)
+    if applied:
+        log.info("migrations applied", service=definition.name, schema=schema, applied=applied)
+    redis_client = redis.Redis.from_url(settings.redis_url)
+    store = EventStore(pool, schema, clock=clock, max_batch=settings.append_batch_max)
+    context = ServiceContext(
+        definition=definition,
+        settings=settings,
+        pool=pool,
+        redis=redis_client,
+        store=store,
+        tokens=token_authority(settings),
+        clock=clock,
+    )
+    context.relay = Relay(
+        store=store,
+        redis_client=redis_client,
+        source=definition.name,
+        prefix=settings.stream_prefix,
+        maxlen=settings.stream_maxlen,
+        batch_size=settings.relay_batch_size,
+        poll_seconds=settings.relay_poll_seconds,
+        clock=clock,
+    )
+    projections = definition.projections(context)
+    if projections:
+        context.projector = Projector(pool, schema, projections)
+    if definition.consumes and context.projector is not None:
+        context.consumer = EventConsumer(
+            service=definition.name,
+            redis_url=settings.redis_url,
+            redis_client=redis_client,
+            prefix=settings.stream_prefix,
+            families=definition.consumes,
+            handler=context.projector.apply,
+            consumer_name=settings.consumer_name_for(definition.name),
+            options=ConsumerOptions(
+                batch_size=settings.consumer_batch_size,
+                block_ms=settings.consumer_block_ms,
+                reclaim_idle_ms=settings.reclaim_idle_ms,
+                max_deliveries=settings.max_deliveries,
+            ),
+            clock=clock,
+        )
+    if run_background:
+        context._tasks.append(asyncio.create_task(context.relay.run(), name="relay"))
+        if context.consumer is not None:
+            await context.consumer.start()
+        for coroutine in definition.background(context):
+            context._tasks.append(asyncio.create_task(coroutine))
+    log.info("service started", service=definition.name, schema=schema)
+    return context
+
+
+async def stop_service(context: ServiceContext) -> None:
+    if context.consumer is not None:
+        await context.consumer.stop()
+    for task in context._tasks:
+        task.cancel()
+    for task in context._tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await context.store.close()
+    await context.redis.aclose()
+    await context.pool.close()
+    log.info("service stopped", service=context.definition.name)

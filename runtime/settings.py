@@ -1,0 +1,75 @@
+"""Settings from environment variables (prefix `PARTY_`), with defaults for one machine.
+
+Every field is documented in README.md ("Configuration"); a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORTS = {"roster": 8101, "activities": 8102, "scoring": 8103, "notify": 8104}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARTY_", extra="ignore")
+
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/party",
+        description="PostgreSQL DSN (the database is created if missing); one schema per service",
+    )
+    db_schema: str | None = Field(None, description="schema name (default: the service name)")
+    db_pool_size: int = Field(10, ge=1, description="connections per service process")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the event streams")
+    stream_prefix: str = Field("party", description="prefix of every stream key, `party:member`")
+    stream_maxlen: int = Field(
+        1_000_000, ge=1000, description="approximate MAXLEN of each family stream"
+    )
+    http_host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    http_port: int | None = Field(
+        None,
+        description="HTTP port (default 8101 roster, 8102 activities, 8103 scoring, 8104 notify)",
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
+    auth_secret: SecretStr = Field(
+        SecretStr("dev-only-secret-change-me-0123456789"),
+        description="HS256 secret for tokens in development",
+    )
+    auth_public_key: str | None = Field(
+        None, description="PEM public key: when set, only RS256/EdDSA tokens it signed are accepted"
+    )
+    timezone: str = Field("Asia/Shanghai", description="the university's time zone for dates")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+    log_format: Literal["json", "console"] = Field("json", description="structlog renderer")
+    append_batch_max: int = Field(500, ge=1, description="appends group-committed together")
+    relay_batch_size: int = Field(1000, ge=1, description="events per relay XADD pipeline")
+    relay_poll_seconds: float = Field(
+        1.0, gt=0, description="relay polling fallback when no NOTIFY arrives"
+    )
+    consumer_batch_size: int = Field(500, ge=1, description="entries read per XREADGROUP")
+    consumer_block_ms: int = Field(100, ge=1, description="XREADGROUP block time")
+    reclaim_idle_ms: int = Field(
+        30_000, ge=100, description="pending entries idle this long are reclaimed (XAUTOCLAIM)"
+    )
+    max_deliveries: int = Field(
+        5, ge=1, description="an entry failing this many deliveries goes to the dead letters"
+    )
+    consumer_name: str | None = Field(
+        None, description="consumer name in the groups (default: host-pid-random, unique)"
+    )
+
+    def schema_for(self, service: str) -> str:
+        return self.db_schema or service
+
+    def port_for(self, service: str) -> int:
+        return self.http_port or DEFAULT_PORTS.get(service, 8100)
+
+    def consumer_name_for(self, service: str) -> str:
+        if self.consumer_name:
+            return self.consumer_name
+        return f"{service}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"

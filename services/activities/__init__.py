@@ -1,0 +1,1 @@
+"""Activities: meetings and outings, attendance, reports and the budget."""

@@ -1,0 +1,169 @@
+"""`party`: run, migrate and inspect the services.
+
+party serve roster            # one service (HTTP, relay, consumer) on its port
+party serve all               # the four services, one process each
+party migrate all             # apply every schema's migrations (also done at start)
+party verify all              # hash-chain verification straight from PostgreSQL
+party token --role auditor    # a development token (signed with PARTY_AUTH_SECRET)
+party contracts [--check]     # regenerate (or check) JSON Schema, AsyncAPI and OpenAPI
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from datetime import timedelta
+from typing import cast
+
+from runtime.auth import ROLES, Role
+from runtime.eventstore import verify_chain
+from runtime.logs import configure_logging
+from runtime.service import connect_database, migrate_service, token_authority
+from runtime.settings import Settings
+from services.registry import resolve
+
+
+def _serve(names: list[str]) -> int:
+    definitions = resolve(names)
+    if len(definitions) > 1:
+        return _serve_many([d.name for d in definitions])
+    import uvicorn
+
+    from runtime.http import create_app
+
+    definition = definitions[0]
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        create_app(definition, settings),
+        host=settings.http_host,
+        port=settings.port_for(definition.name),
+        loop="uvloop",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=15,
+    )
+    return 0
+
+
+def _serve_many(names: list[str]) -> int:
+    """One process per service, as in production; Ctrl-C or SIGTERM stops them all."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", name], env=os.environ.copy()
+        )
+        for name in names
+    ]
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)
+
+
+async def _migrate(names: list[str]) -> int:
+    settings = Settings()
+    pool = await connect_database(settings)
+    try:
+        for definition in resolve(names):
+            schema = settings.schema_for(definition.name)
+            applied = await migrate_service(pool, definition, schema)
+            print(
+                f"{definition.name}: schema {schema}: "
+                f"{', '.join(applied) if applied else 'up to date'}"
+            )
+    finally:
+        await pool.close()
+    return 0
+
+
+async def _verify(names: list[str]) -> int:
+    settings = Settings()
+    pool = await connect_database(settings)
+    broken = 0
+    try:
+        for definition in resolve(names):
+            report = await verify_chain(pool, settings.schema_for(definition.name))
+            if report.intact:
+                print(f"{definition.name}: intact, {report.events_checked} events checked")
+            else:
+                broken += 1
+                print(
+                    f"{definition.name}: BROKEN at position {report.first_broken_position}: "
+                    f"{report.reason} ({report.events_checked} events verified before it)"
+                )
+    finally:
+        await pool.close()
+    return 1 if broken else 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    tokens = token_authority(Settings())
+    print(
+        tokens.issue(
+            args.subject or args.role,
+            cast(Role, args.role),
+            branches=args.branch,
+            schools=args.school,
+            member_id=args.member,
+            ttl=timedelta(hours=args.ttl_hours),
+        )
+    )
+    return 0
+
+
+def _contracts(check: bool) -> int:
+    from services.documents import stale_documents, write_documents
+
+    if check:
+        stale = stale_documents()
+        for name in stale:
+            print(f"stale: {name}")
+        return 1 if stale else 0
+    for name in write_documents():
+        print(f"wrote {name}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="party", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run services")
+    serve.add_argument("services", nargs="+", help="roster, activities, scoring, notify or all")
+    mig = commands.add_parser("migrate", help="apply migrations")
+    mig.add_argument("services", nargs="+")
+    ver = commands.add_parser("verify", help="verify hash chains")
+    ver.add_argument("services", nargs="*", default=["all"])
+    tok = commands.add_parser("token", help="issue a development token")
+    tok.add_argument("--role", required=True, choices=ROLES)
+    tok.add_argument("--subject", help="who the token is for (default: the role)")
+    tok.add_argument("--branch", action="append", default=[], help="branch in scope (repeat)")
+    tok.add_argument("--school", action="append", default=[], help="school in scope (repeat)")
+    tok.add_argument("--member", help="the member id of a member's token")
+    tok.add_argument("--ttl-hours", type=float, default=8.0)
+    con = commands.add_parser("contracts", help="regenerate the published documents")
+    con.add_argument("--check", action="store_true", help="only list stale documents")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        return _serve(args.services)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(args.services))
+    if args.command == "verify":
+        return asyncio.run(_verify(args.services))
+    if args.command == "token":
+        return _token(args)
+    return _contracts(args.check)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Notify: review deadlines and reminders."""

@@ -1,0 +1,1 @@
+"""Roster: organisation, members and their four categories, responsibility and care."""

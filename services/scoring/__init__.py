@@ -1,0 +1,1 @@
+"""Scoring: the regulation as data and the quantified-assessment projections (量化管理)."""
