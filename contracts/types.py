@@ -7,7 +7,7 @@ a float where exact points belong, gets an error naming the field instead of a s
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,6 +19,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from contracts.canonical import format_instant
+
 #: Stable identifiers (members, units, activities, …): short, printable, no spaces.
 Identifier = Annotated[
     str,
@@ -29,16 +31,26 @@ Identifier = Annotated[
 Text = Annotated[str, Field(min_length=1, max_length=2000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
-#: An instant with an offset (ISO 8601). Naive timestamps are refused.
-Instant = AwareDatetime
+#: An instant with an offset (ISO 8601). Naive timestamps are refused; on the wire every instant
+#: has one form, UTC with microseconds, as in the envelope.
+Instant = Annotated[
+    AwareDatetime, PlainSerializer(format_instant, return_type=str, when_used="json")
+]
 
 #: A calendar date in the university's time zone.
 BusinessDate = date
 
 
-def _refuse_binary_float(value: Any) -> Any:
+def _exact_decimal(value: Any) -> Any:
     if isinstance(value, float):
         raise ValueError('exact decimal required: send points as a string such as "2.50"')
+    if isinstance(value, bool):
+        raise ValueError("a number is required, not true or false")
+    if isinstance(value, str | int):
+        try:
+            return Decimal(value)
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal number") from None
     return value
 
 
@@ -55,7 +67,7 @@ def _at_most_hundredths(value: Decimal) -> Decimal:
 #: total must not depend on the order it was summed in.
 Points = Annotated[
     Decimal,
-    BeforeValidator(_refuse_binary_float),
+    BeforeValidator(_exact_decimal),
     AfterValidator(_at_most_hundredths),
     Field(max_digits=12),
     PlainSerializer(lambda value: str(value), return_type=str, when_used="json"),

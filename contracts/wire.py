@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from contracts.errors import ContractViolation, FieldError
@@ -69,7 +70,7 @@ def encode_entry(
     }
 
 
-def _text(fields: Mapping[bytes | str, bytes | str], name: str) -> str:
+def _text(fields: Mapping[Any, Any], name: str) -> str:
     value = fields.get(name.encode(), fields.get(name))
     if value is None:
         raise ContractViolation("malformed stream entry", [FieldError(name, "missing")])
@@ -83,7 +84,7 @@ def _text(fields: Mapping[bytes | str, bytes | str], name: str) -> str:
     return str(value)
 
 
-def decode_entry(fields: Mapping[bytes | str, bytes | str]) -> WireEntry:
+def decode_entry(fields: Mapping[Any, Any]) -> WireEntry:
     """Read the routing fields of an entry; the envelope itself is validated by the catalogue."""
     size = sum(len(k) + len(v) for k, v in fields.items())
     if size > MAX_ENTRY_BYTES:

@@ -54,6 +54,7 @@ class Relay:
         maxlen: int = 1_000_000,
         batch_size: int = 1000,
         poll_seconds: float = 1.0,
+        standby_seconds: float = 1.0,
         family_of: FamilyOf = catalogue_family,
         clock: Clock = utc_now,
     ) -> None:
@@ -64,6 +65,7 @@ class Relay:
         self._maxlen = maxlen
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
+        self._standby_seconds = standby_seconds
         self._family_of = family_of
         self._clock = clock
         self._wake = asyncio.Event()
@@ -98,7 +100,7 @@ class Relay:
             while not await conn.fetchval(  # noqa: ASYNC110 - the lock is in PostgreSQL
                 "SELECT pg_try_advisory_lock(hashtext($1))", f"relay:{self._store.schema}"
             ):
-                await asyncio.sleep(self._poll_seconds)
+                await asyncio.sleep(self._standby_seconds)
             self.is_leader = True
             self._recorded = await conn.fetchval(
                 f"SELECT position FROM {quote_schema(self._store.schema)}.relay_progress"
