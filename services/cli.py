@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from typing import cast
 
@@ -51,23 +52,35 @@ def _serve(names: list[str]) -> int:
 
 
 def _serve_many(names: list[str]) -> int:
-    """One process per service, as in production; Ctrl-C or SIGTERM stops them all."""
+    """One process per service, as in production. Ctrl-C or SIGTERM stops them all, and so does
+    any one of them ending: a stack with a service missing is not left half running."""
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "services.cli", "serve", name], env=os.environ.copy()
         )
         for name in names
     ]
+    stopping = False
 
     def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    while all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    if not stopping:
+        ended = next(
+            name for name, child in zip(names, children, strict=True) if child.poll() is not None
+        )
+        print(f"party: {ended} stopped; stopping the others", file=sys.stderr)
+        stop()
     codes = [child.wait() for child in children]
-    return max(codes, default=0)
+    return 0 if stopping and all(code in (0, -signal.SIGTERM) for code in codes) else 1
 
 
 async def _migrate(names: list[str]) -> int:
