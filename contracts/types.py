@@ -79,9 +79,8 @@ Points = Annotated[
 #: Money in fen (分), the smallest unit of the yuan: 1,400 CNY is 140000.
 Fen = Annotated[int, Field(ge=0, le=10**12)]
 
-#: Roles of the people and systems that act (DESIGN §6); `system` marks events a service derives
-#: itself (a score awarded by a rule, a deadline computed from a date).
-ActorRole = Literal[
+#: Roles a signed token can carry (DESIGN §6).
+PersonRole = Literal[
     "university_admin",
     "school_admin",
     "branch_secretary",
@@ -89,5 +88,8 @@ ActorRole = Literal[
     "member",
     "auditor",
     "campus_system",
-    "system",
 ]
+
+#: Who caused an event: a person in one of their roles, or `system` for events a service derives
+#: itself (a score awarded by a rule, a deadline computed from a date).
+ActorRole = Literal[PersonRole, "system"]

@@ -10,19 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, cast, get_args
+from typing import cast, get_args
 
 import jwt
 
-Role = Literal[
-    "university_admin",
-    "school_admin",
-    "branch_secretary",
-    "committee_member",
-    "member",
-    "auditor",
-    "campus_system",
-]
+from contracts.types import PersonRole
+
+Role = PersonRole
 ROLES: tuple[Role, ...] = get_args(Role)
 AUDIENCE = "party-members"
 

@@ -35,6 +35,20 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
+class _ResponseTracker:
+    """Passes messages on and remembers whether the response has begun (then it is too late to
+    answer with a problem instead)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -50,7 +64,7 @@ class BodyLimitMiddleware:
                 await _send_problem(send, 413, "Content too large", detail, [])
                 return
         seen = 0
-        started = False
+        response = _ResponseTracker(send)
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -61,16 +75,10 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, response.send)
         except BodyTooLarge:
-            if not started:
+            if not response.started:
                 await _send_problem(send, 413, "Content too large", detail, [])
 
 
@@ -82,20 +90,13 @@ class ErrorBoundaryMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        response = _ResponseTracker(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, response.send)
         except BodyTooLarge:
             raise
         except Exception as error:
-            if started:
+            if response.started:
                 raise
             if is_transient(error):
                 log.warning(
