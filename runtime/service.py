@@ -29,6 +29,7 @@ from runtime.eventstore import (
     migrate,
 )
 from runtime.logs import get_logger
+from runtime.projection import LocalProjection, LocalProjector
 from runtime.relay import Relay
 from runtime.settings import Settings
 
@@ -43,12 +44,25 @@ def _no_tasks(_: ServiceContext) -> Sequence[Coroutine[Any, Any, None]]:
     return ()
 
 
+def _no_local_projections(_: ServiceContext) -> Sequence[LocalProjection]:
+    return ()
+
+
+def _no_setup(_: ServiceContext) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
     name: str
     title: str
     description: str = ""
     migrations_dir: Path | None = None
+    #: builds the service's own objects into `context.extras` (its service layer, queries)
+    setup: Callable[[ServiceContext], None] = _no_setup
+    #: read models folded from the service's own log (runtime.projection)
+    local_projections: Callable[[ServiceContext], Sequence[LocalProjection]] = _no_local_projections
+    #: families consumed from Redis, and the projections they feed
     consumes: tuple[str, ...] = ()
     projections: Callable[[ServiceContext], Sequence[Projection]] = _no_projections
     routers: Sequence[Any] = ()  # fastapi.APIRouter, mounted under the service's app
@@ -71,6 +85,7 @@ class ServiceContext:
     tokens: TokenAuthority
     clock: Clock = utc_now
     relay: Relay | None = None
+    local_projector: LocalProjector | None = None
     consumer: EventConsumer | None = None
     projector: Projector | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -167,6 +182,16 @@ async def start_service(
         poll_seconds=settings.relay_poll_seconds,
         clock=clock,
     )
+    local = definition.local_projections(context)
+    if local:
+        context.local_projector = LocalProjector(
+            store,
+            local,
+            name=f"{definition.name}_read_models",
+            source=definition.name,
+            poll_seconds=settings.relay_poll_seconds,
+        )
+    definition.setup(context)
     projections = definition.projections(context)
     if projections:
         context.projector = Projector(pool, schema, projections)
@@ -189,6 +214,11 @@ async def start_service(
         )
     if run_background:
         context._tasks.append(asyncio.create_task(context.relay.run(), name="relay"))
+        if context.local_projector is not None:
+            await context.local_projector.catch_up_fully()
+            context._tasks.append(
+                asyncio.create_task(context.local_projector.run(), name="local-projector")
+            )
         if context.consumer is not None:
             await context.consumer.start()
         for coroutine in definition.background(context):

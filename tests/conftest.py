@@ -101,3 +101,36 @@ async def redis_client(stream_prefix: str) -> AsyncIterator[redis.Redis]:
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+HANG_REPORT_SECONDS = 90
+
+
+def _report_hang(name: str) -> None:
+    """Print where a test that runs far too long is stuck: every thread and asyncio task."""
+    import faulthandler
+    import gc
+    import sys
+
+    print(f"\n=== {name} still running after {HANG_REPORT_SECONDS}s ===", file=sys.stderr)
+    faulthandler.dump_traceback(all_threads=True)
+    loops = [
+        o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()
+    ]
+    for loop in loops:
+        for task in asyncio.all_tasks(loop):
+            print(f"--- task {task.get_name()}", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    import threading
+
+    timer = threading.Timer(HANG_REPORT_SECONDS, _report_hang, (item.nodeid,))
+    timer.daemon = True
+    timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()

@@ -11,6 +11,7 @@ from contracts.events.deadline import DeadlineMet, DeadlineMissed, DeadlineSched
 from contracts.events.member import (
     AgreementSigned,
     CategoryChanged,
+    CommitteeElected,
     GroupLinkEstablished,
     MemberConverted,
     MemberEnrolled,
@@ -42,6 +43,7 @@ __all__ = [
     "AttendanceCorrected",
     "AttendanceRecorded",
     "CategoryChanged",
+    "CommitteeElected",
     "DeadlineMet",
     "DeadlineMissed",
     "DeadlineScheduled",

@@ -54,6 +54,30 @@ class UnitRegistered(_MemberFamily):
         return self
 
 
+class CommitteeElected(_MemberFamily):
+    """A branch committee (支部委员会) elected for a term: the secretary and the other members.
+    A later election replaces the committee."""
+
+    event_type: ClassVar[str] = "branch.committee_elected"
+
+    branch_id: Identifier
+    secretary_id: Identifier
+    member_ids: list[Identifier] = Field(min_length=1, max_length=7)
+    term_starts_on: BusinessDate
+    term_ends_on: BusinessDate
+    elected_on: BusinessDate
+
+    @model_validator(mode="after")
+    def _secretary_on_committee(self) -> CommitteeElected:
+        if self.secretary_id not in self.member_ids:
+            raise ValueError("secretary_id: the secretary is one of the committee's members")
+        if len(set(self.member_ids)) != len(self.member_ids):
+            raise ValueError("member_ids: a member is named twice")
+        if self.term_ends_on <= self.term_starts_on:
+            raise ValueError("term_ends_on: must be after term_starts_on")
+        return self
+
+
 class MemberEnrolled(_MemberFamily):
     """A member joined a branch (and usually a group), with where they live and study."""
 

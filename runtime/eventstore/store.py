@@ -59,7 +59,7 @@ EVENT_COLUMNS = (
     "hash",
     "prev_hash",
 )
-_SELECT_EVENTS = ", ".join(c if c != "data" else "data::text AS data" for c in EVENT_COLUMNS)
+SELECT_EVENTS = ", ".join(c if c != "data" else "data::text AS data" for c in EVENT_COLUMNS)
 
 
 def notify_channel(schema: str) -> str:
@@ -366,7 +366,7 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """A stream's events in version order; `known_at` shows it as it was recorded then."""
         rows = await self._pool.fetch(
-            f"SELECT {_SELECT_EVENTS} FROM {self._s}.events WHERE stream_id = $1 "
+            f"SELECT {SELECT_EVENTS} FROM {self._s}.events WHERE stream_id = $1 "
             "AND stream_version > $2 AND ($3::timestamptz IS NULL OR recorded_at <= $3) "
             "ORDER BY stream_version",
             stream_id,
@@ -388,7 +388,7 @@ class EventStore:
     ) -> list[RecordedEvent]:
         """Events in position (commit) order, filtered by type, branch and time."""
         rows = await self._pool.fetch(
-            f"SELECT {_SELECT_EVENTS} FROM {self._s}.events WHERE position > $1 "
+            f"SELECT {SELECT_EVENTS} FROM {self._s}.events WHERE position > $1 "
             "AND ($2::bigint IS NULL OR position <= $2) "
             "AND ($3::text[] IS NULL OR type = ANY($3)) "
             "AND ($4::text IS NULL OR branch_id = $4) "

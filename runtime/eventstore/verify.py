@@ -9,7 +9,7 @@ import orjson
 
 from contracts.canonical import GENESIS_HASH
 from runtime.eventstore.schema import quote_schema
-from runtime.eventstore.store import _SELECT_EVENTS, row_to_event
+from runtime.eventstore.store import SELECT_EVENTS, row_to_event
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ async def verify_chain(pool: asyncpg.Pool, schema: str, *, page: int = 5000) -> 
         after = 0
         while True:
             rows = await conn.fetch(
-                f"SELECT {_SELECT_EVENTS} FROM {s}.events WHERE position > $1 "
+                f"SELECT {SELECT_EVENTS} FROM {s}.events WHERE position > $1 "
                 "ORDER BY position LIMIT $2",
                 after,
                 page,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from typing import Annotated
+from uuid import UUID, uuid4
 
 import orjson
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from runtime.auth import AuthenticationFailed, Principal, TokenAuthority
+from runtime.commands import CommandContext
 from runtime.eventstore import IdempotencyKey
 
 _bearer = HTTPBearer(auto_error=False, description="A signed token: `party token --help`")
@@ -57,3 +59,30 @@ async def idempotency(
 
 
 CommandKey = Annotated[IdempotencyKey | None, Depends(idempotency)]
+
+
+async def command_context(
+    principal: CurrentPrincipal,
+    key: CommandKey,
+    if_match: Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            description="The stream version you read (from ETag); a stale one gets 409.",
+            pattern=r'^(W/)?"?\d+"?$',
+        ),
+    ] = None,
+    correlation_id: Annotated[UUID | None, Header(alias="X-Correlation-Id")] = None,
+) -> CommandContext:
+    expected = int(if_match.removeprefix("W/").strip('"')) if if_match else None
+    return CommandContext(
+        actor_id=principal.subject,
+        actor_role=principal.role,
+        idempotency=key,
+        expected_version=expected,
+        correlation_id=correlation_id or uuid4(),
+    )
+
+
+#: What every command endpoint receives: who, under which key, at which version.
+Command = Annotated[CommandContext, Depends(command_context)]

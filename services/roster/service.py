@@ -1,10 +1,64 @@
 """The roster service as the runtime runs it."""
 
-from runtime.service import ServiceDefinition
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime.service import ServiceContext, ServiceDefinition
+from services.roster.api import router
+from services.roster.domain.policy import RosterPolicy
+from services.roster.handlers import RosterService
+from services.roster.policies import PerformanceFromAssessments
+from services.roster.projections import RosterReadModels
+from services.roster.queries import RosterQueries
+
+
+class RosterSettings(BaseSettings):
+    """The roster's own settings (prefix `PARTY_ROSTER_`), documented in README.md."""
+
+    model_config = SettingsConfigDict(env_prefix="PARTY_ROSTER_", extra="ignore")
+
+    probation_months: int = Field(12, ge=1, description="length of a probation")
+    extension_min_months: int = Field(6, ge=1, description="shortest extension of a probation")
+    extension_max_months: int = Field(12, ge=1, description="longest extension of a probation")
+    academic_year_starts: str = Field(
+        "09-01", pattern=r"^\d{2}-\d{2}$", description="MM-DD the academic year begins"
+    )
+
+    def policy(self) -> RosterPolicy:
+        month, day = (int(part) for part in self.academic_year_starts.split("-"))
+        return RosterPolicy(
+            probation_months=self.probation_months,
+            extension_min_months=self.extension_min_months,
+            extension_max_months=self.extension_max_months,
+            academic_year_starts=(month, day),
+        )
+
+
+def _setup(context: ServiceContext) -> None:
+    policy = RosterSettings().policy()
+    context.extras["roster"] = RosterService(
+        context.store,
+        context.local_projector,
+        policy=policy,
+        clock=context.clock,
+        timezone=context.settings.timezone,
+    )
+    context.extras["roster_queries"] = RosterQueries(context.pool, context.schema, policy)
+
 
 DEFINITION = ServiceDefinition(
     name="roster",
     title="Roster service",
     description="Organisation units, members and their four category dimensions (分类管理), "
     "responsibility spaces and agreements, pairings and group links.",
+    migrations_dir=Path(__file__).resolve().parent / "migrations",
+    setup=_setup,
+    local_projections=lambda context: [RosterReadModels(context.schema)],
+    consumes=("score",),
+    projections=lambda context: [PerformanceFromAssessments(context.extras["roster"])],
+    routers=[router],
 )

@@ -4,25 +4,20 @@ problem details, idempotency keys, the body limit and the 503 for a dependency t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import jwt
 import pytest
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from runtime.auth import TokenAuthority
 from runtime.decider import CommandRefused
 from runtime.eventstore import EventMetadata, NewEvent, StreamAppend
-from runtime.http import CommandKey, CurrentPrincipal, create_app
+from runtime.http import CommandKey, CurrentPrincipal
 from runtime.service import ServiceContext, ServiceDefinition
-from runtime.settings import Settings
 from tests.conftest import REDIS_URL
-
-SECRET = "test-secret-0123456789-0123456789"
+from tests.support.apps import Api, running, service_settings
 
 
 class Note(BaseModel):
@@ -61,37 +56,16 @@ async def broken() -> None:
     raise RuntimeError("a bug")
 
 
-@dataclass
-class Api:
-    client: httpx.AsyncClient
-    tokens: TokenAuthority
-
-    def auth(self, role: str, **scope: Any) -> dict[str, str]:
-        token = self.tokens.issue(scope.pop("subject", role), role, **scope)
-        return {"Authorization": f"Bearer {token}"}
-
-
 @pytest.fixture
 async def api(
     database_url: str, schema_name: str, stream_prefix: str, redis_client: Any
 ) -> AsyncIterator[Api]:
-    settings = Settings(
-        database_url=database_url,
-        db_schema=schema_name,
-        redis_url=REDIS_URL,
-        stream_prefix=stream_prefix,
-        auth_secret=SECRET,
-        max_body_bytes=4096,
-        relay_poll_seconds=0.1,
+    settings = service_settings(
+        database_url, schema_name, stream_prefix, REDIS_URL, max_body_bytes=4096
     )
     definition = ServiceDefinition(name="testsvc", title="Test", routers=[router])
-    app: FastAPI = create_app(definition, settings, configure_logs=False)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield Api(client, TokenAuthority(secret=SECRET))
-        context: ServiceContext = app.state.context
-        await context.pool.execute(f'DROP SCHEMA "{schema_name}" CASCADE')
+    async with running(definition, settings) as api:
+        yield api
 
 
 async def test_operations_endpoints(api: Api) -> None:

@@ -12,6 +12,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "parent_id": "nde",
         "branch_kind": "student",
     },
+    "branch.committee_elected": {
+        "branch_id": "nde-b1",
+        "secretary_id": "m-2007101",
+        "member_ids": ["m-2007101", "m-2007102", "m-2008301"],
+        "term_starts_on": "2010-05-01",
+        "term_ends_on": "2013-04-30",
+        "elected_on": "2010-04-28",
+    },
     "member.enrolled": {
         "member_id": "m-2008301",
         "student_number": "2008301",

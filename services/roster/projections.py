@@ -1,0 +1,274 @@
+"""The roster's read models: a fold of its own log into tables (runtime.projection)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from contracts.catalogue import CATALOGUE
+from contracts.events import (
+    AgreementSigned,
+    CategoryChanged,
+    CommitteeElected,
+    GroupLinkEstablished,
+    MemberConverted,
+    MemberEnrolled,
+    MemberMoved,
+    MemberTransferredOut,
+    PairingEnded,
+    PairingFormed,
+    PlaqueIssued,
+    PlaqueWithdrawn,
+    ProbationExtended,
+    SpaceAssigned,
+    UnitRegistered,
+)
+from runtime.consumer import IncomingEvent
+from runtime.db import Connection
+from runtime.eventstore.schema import quote_schema
+
+TABLES = (
+    "units",
+    "committees",
+    "members",
+    "member_categories",
+    "member_placements",
+    "agreements",
+    "plaques",
+    "pairings",
+    "group_links",
+)
+
+
+class RosterReadModels:
+    name = "roster_read_models"
+    event_types = CATALOGUE.types_of("member")
+
+    def __init__(self, schema: str) -> None:
+        self._s = quote_schema(schema)
+
+    async def reset(self, conn: Connection) -> None:
+        await conn.execute(f"TRUNCATE {', '.join(f'{self._s}.{t}' for t in TABLES)}")
+
+    async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
+        for event in events:
+            await self._apply_one(conn, event)
+
+    async def _apply_one(self, conn: Connection, event: IncomingEvent) -> None:
+        s, p, position = self._s, event.payload, event.position
+        match p:
+            case UnitRegistered():
+                parent = await conn.fetchrow(
+                    f"SELECT school_id, branch_id FROM {s}.units WHERE unit_id = $1", p.parent_id
+                )
+                school = (
+                    p.unit_id if p.kind == "school" else (parent["school_id"] if parent else None)
+                )
+                branch = {
+                    "branch": p.unit_id,
+                    "group": parent["branch_id"] if parent else None,
+                }.get(p.kind)
+                await conn.execute(
+                    f"INSERT INTO {s}.units VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    p.unit_id,
+                    p.kind,
+                    p.name,
+                    p.parent_id,
+                    p.branch_kind,
+                    school,
+                    branch,
+                )
+            case CommitteeElected():
+                await conn.execute(
+                    f"INSERT INTO {s}.committees VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    p.branch_id,
+                    position,
+                    p.secretary_id,
+                    p.member_ids,
+                    p.term_starts_on,
+                    p.term_ends_on,
+                    p.elected_on,
+                )
+            case GroupLinkEstablished():
+                await conn.execute(
+                    f"INSERT INTO {s}.group_links SELECT $1, $2, u.branch_id, $3, $4, $5 "
+                    f"FROM (SELECT $2::text AS unit_id) g LEFT JOIN {s}.units u USING (unit_id)",
+                    p.link_id,
+                    p.group_id,
+                    p.target_kind,
+                    p.target,
+                    p.established_on,
+                )
+            case MemberEnrolled():
+                await conn.execute(
+                    f"INSERT INTO {s}.members (member_id, student_number, name, branch_id, "
+                    "school_id, group_id, class_name, company, dormitory, bed, standing, "
+                    "cadre_post, joined_on, probation_started_on, probation_ends_on, "
+                    "expected_graduation, enrolled_on) "
+                    f"SELECT $1, $2, $3, $4, (SELECT school_id FROM {s}.units WHERE unit_id = $4),"
+                    " $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16",
+                    p.member_id,
+                    p.student_number,
+                    p.name,
+                    p.branch_id,
+                    p.group_id,
+                    p.class_name,
+                    p.company,
+                    p.dormitory,
+                    p.bed,
+                    p.standing,
+                    p.cadre_post,
+                    p.joined_on,
+                    p.probation_started_on,
+                    p.probation_ends_on,
+                    p.expected_graduation,
+                    p.enrolled_on,
+                )
+                await conn.executemany(
+                    f"INSERT INTO {s}.member_categories VALUES ($1, $2, $3, $4, $5, 'enrolment', "
+                    "NULL)",
+                    [
+                        (p.member_id, position, "standing", p.standing, p.enrolled_on),
+                        (
+                            p.member_id,
+                            position,
+                            "cadre",
+                            "cadre" if p.cadre_post else "non_cadre",
+                            p.enrolled_on,
+                        ),
+                        (p.member_id, position, "performance", "neither", p.enrolled_on),
+                    ],
+                )
+                await self._placement(
+                    conn,
+                    p.member_id,
+                    position,
+                    p.group_id,
+                    p.class_name,
+                    p.company,
+                    p.dormitory,
+                    p.bed,
+                    p.enrolled_on,
+                )
+            case CategoryChanged():
+                await conn.execute(
+                    f"INSERT INTO {s}.member_categories VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    p.member_id,
+                    position,
+                    p.dimension,
+                    p.value,
+                    p.effective_on,
+                    p.source,
+                    p.reason,
+                )
+                if p.dimension == "standing":
+                    await conn.execute(
+                        f"UPDATE {s}.members SET standing = $2 WHERE member_id = $1",
+                        p.member_id,
+                        p.value,
+                    )
+            case MemberConverted():
+                await conn.execute(
+                    f"UPDATE {s}.members SET standing = 'full', joined_on = $2 "
+                    "WHERE member_id = $1",
+                    p.member_id,
+                    p.converted_on,
+                )
+            case ProbationExtended():
+                await conn.execute(
+                    f"UPDATE {s}.members SET probation_ends_on = $2, probation_extended = true "
+                    "WHERE member_id = $1",
+                    p.member_id,
+                    p.new_end_on,
+                )
+            case MemberMoved():
+                await conn.execute(
+                    f"UPDATE {s}.members SET group_id = $2, class_name = $3, company = $4, "
+                    "dormitory = $5, bed = $6 WHERE member_id = $1",
+                    p.member_id,
+                    p.group_id,
+                    p.class_name,
+                    p.company,
+                    p.dormitory,
+                    p.bed,
+                )
+                await self._placement(
+                    conn,
+                    p.member_id,
+                    position,
+                    p.group_id,
+                    p.class_name,
+                    p.company,
+                    p.dormitory,
+                    p.bed,
+                    p.effective_on,
+                )
+            case MemberTransferredOut():
+                await conn.execute(
+                    f"UPDATE {s}.members SET transferred_on = $2, destination = $3 "
+                    "WHERE member_id = $1",
+                    p.member_id,
+                    p.transferred_on,
+                    p.destination,
+                )
+            case SpaceAssigned():
+                await conn.execute(
+                    f"UPDATE {s}.members SET space_dormitory = $2, space_class = $3, "
+                    "space_company = $4, space_post_scope = $5 WHERE member_id = $1",
+                    p.member_id,
+                    p.dormitory,
+                    p.class_name,
+                    p.company,
+                    p.post_scope,
+                )
+            case AgreementSigned():
+                await conn.execute(
+                    f"INSERT INTO {s}.agreements VALUES ($1, $2, $3, $4, $5)",
+                    p.agreement_id,
+                    p.member_id,
+                    p.academic_year,
+                    p.signed_on,
+                    p.expires_on,
+                )
+            case PlaqueIssued():
+                await conn.execute(
+                    f"INSERT INTO {s}.plaques VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL)",
+                    p.plaque_id,
+                    p.member_id,
+                    p.kind,
+                    p.dormitory,
+                    p.bed,
+                    p.issued_on,
+                )
+            case PlaqueWithdrawn():
+                await conn.execute(
+                    f"UPDATE {s}.plaques SET withdrawn_on = $2, reason = $3 WHERE plaque_id = $1",
+                    p.plaque_id,
+                    p.withdrawn_on,
+                    p.reason,
+                )
+            case PairingFormed():
+                await conn.execute(
+                    f"INSERT INTO {s}.pairings VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
+                    p.pairing_id,
+                    event.branch_id,
+                    p.mentor_id,
+                    p.mentee_id,
+                    p.formed_on,
+                )
+            case PairingEnded():
+                await conn.execute(
+                    f"UPDATE {s}.pairings SET ended_on = $2, reason = $3 WHERE pairing_id = $1",
+                    p.pairing_id,
+                    p.ended_on,
+                    p.reason,
+                )
+
+    async def _placement(
+        self, conn: Connection, member_id: str, position: int, *values: object
+    ) -> None:
+        await conn.execute(
+            f"INSERT INTO {self._s}.member_placements VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            member_id,
+            position,
+            *values,
+        )

@@ -1,0 +1,69 @@
+"""Running a service's real app (lifespan, PostgreSQL, Redis) in the test process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from runtime.auth import Role, TokenAuthority
+from runtime.http import create_app
+from runtime.service import ServiceContext, ServiceDefinition
+from runtime.settings import Settings
+
+SECRET = "test-secret-0123456789-0123456789"
+
+
+@dataclass
+class Api:
+    client: httpx.AsyncClient
+    tokens: TokenAuthority
+    app: FastAPI
+
+    @property
+    def context(self) -> ServiceContext:
+        context: ServiceContext = self.app.state.context
+        return context
+
+    def auth(self, role: Role, **scope: Any) -> dict[str, str]:
+        token = self.tokens.issue(scope.pop("subject", role), role, **scope)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def event_count(self) -> int:
+        return int(
+            await self.context.pool.fetchval(f'SELECT count(*) FROM "{self.context.schema}".events')
+        )
+
+
+def service_settings(
+    database_url: str, schema: str, prefix: str, redis_url: str, **overrides: Any
+) -> Settings:
+    return Settings(
+        database_url=database_url,
+        db_schema=schema,
+        redis_url=redis_url,
+        stream_prefix=prefix,
+        auth_secret=SECRET,
+        relay_poll_seconds=0.1,
+        reclaim_idle_ms=500,
+        **overrides,
+    )
+
+
+@asynccontextmanager
+async def running(definition: ServiceDefinition, settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(definition, settings, configure_logs=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            api = Api(client, TokenAuthority(secret=SECRET), app)
+            try:
+                yield api
+            finally:
+                await api.context.pool.execute(
+                    f'DROP SCHEMA IF EXISTS "{api.context.schema}" CASCADE'
+                )
