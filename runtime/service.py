@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from runtime.auth import TokenAuthority
 from runtime.clock import Clock, utc_now
 from runtime.consumer import ConsumerOptions, EventConsumer, Projection, Projector
+from runtime.directory import DIRECTORY_MIGRATIONS, Directory, MemberDirectory
 from runtime.eventstore import (
     EVENT_STORE_MIGRATIONS,
     EventStore,
@@ -58,6 +59,8 @@ class ServiceDefinition:
     title: str
     description: str = ""
     migrations_dir: Path | None = None
+    #: keeps a copy of the organisation from the `member` stream (runtime.directory)
+    uses_directory: bool = False
     #: builds the service's own objects into `context.extras` (its service layer, queries)
     setup: Callable[[ServiceContext], None] = _no_setup
     #: read models folded from the service's own log (runtime.projection)
@@ -70,7 +73,10 @@ class ServiceDefinition:
 
     def migrations(self) -> list[Migration]:
         own = load_migrations(self.name, self.migrations_dir) if self.migrations_dir else []
-        return [*load_migrations("eventstore", EVENT_STORE_MIGRATIONS), *own]
+        directory = (
+            load_migrations("directory", DIRECTORY_MIGRATIONS) if self.uses_directory else []
+        )
+        return [*load_migrations("eventstore", EVENT_STORE_MIGRATIONS), *directory, *own]
 
 
 @dataclass
@@ -86,6 +92,7 @@ class ServiceContext:
     clock: Clock = utc_now
     relay: Relay | None = None
     local_projector: LocalProjector | None = None
+    directory: Directory | None = None
     consumer: EventConsumer | None = None
     projector: Projector | None = None
     extras: dict[str, Any] = field(default_factory=dict)
@@ -191,17 +198,24 @@ async def start_service(
             source=definition.name,
             poll_seconds=settings.relay_poll_seconds,
         )
+    if definition.uses_directory:
+        context.directory = Directory(pool, schema)
     definition.setup(context)
-    projections = definition.projections(context)
+    projections = list(definition.projections(context))
+    if definition.uses_directory:
+        projections.insert(0, MemberDirectory(schema))  # before the projections that use it
     if projections:
         context.projector = Projector(pool, schema, projections)
-    if definition.consumes and context.projector is not None:
+    families = tuple(
+        dict.fromkeys([*definition.consumes, *(["member"] if definition.uses_directory else [])])
+    )
+    if families and context.projector is not None:
         context.consumer = EventConsumer(
             service=definition.name,
             redis_url=settings.redis_url,
             redis_client=redis_client,
             prefix=settings.stream_prefix,
-            families=definition.consumes,
+            families=families,
             handler=context.projector.apply,
             consumer_name=settings.consumer_name_for(definition.name),
             options=ConsumerOptions(

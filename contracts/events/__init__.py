@@ -4,6 +4,7 @@ from contracts.events.activity import (
     ActivityCancelled,
     ActivityRescheduled,
     ActivityScheduled,
+    BudgetPlanned,
     ExpenseRecorded,
 )
 from contracts.events.attendance import AttendanceCorrected, AttendanceRecorded
@@ -25,7 +26,13 @@ from contracts.events.member import (
     SpaceAssigned,
     UnitRegistered,
 )
-from contracts.events.report import ReportRequired, ReportReviewed, ReportSubmitted
+from contracts.events.report import (
+    ReportCadenceSet,
+    ReportRequired,
+    ReportReviewed,
+    ReportSubmitted,
+    ReportWithdrawn,
+)
 from contracts.events.score import (
     AssessmentClosed,
     RegulationPublished,
@@ -42,6 +49,7 @@ __all__ = [
     "AssessmentClosed",
     "AttendanceCorrected",
     "AttendanceRecorded",
+    "BudgetPlanned",
     "CategoryChanged",
     "CommitteeElected",
     "DeadlineMet",
@@ -60,9 +68,11 @@ __all__ = [
     "ProbationExtended",
     "RegulationPublished",
     "ReminderSent",
+    "ReportCadenceSet",
     "ReportRequired",
     "ReportReviewed",
     "ReportSubmitted",
+    "ReportWithdrawn",
     "ScoreAdjusted",
     "ScoreAwarded",
     "ScoreDeducted",

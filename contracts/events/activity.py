@@ -108,6 +108,30 @@ class ActivityCancelled(_ActivityFamily):
     reason: Text
 
 
+class BudgetLine(StrictModel):
+    line: ShortText
+    amount_fen: Fen
+
+
+class BudgetPlanned(_ActivityFamily):
+    """A branch's budget for a year, line by line (e.g. outings 1,400, plaques 400, stationery
+    200 CNY). Planning again replaces the lines; what was spent stays spent."""
+
+    event_type: ClassVar[str] = "budget.planned"
+
+    budget_id: Identifier
+    branch_id: Identifier
+    year: int = Field(ge=2000, le=2200)
+    lines: list[BudgetLine] = Field(min_length=1, max_length=50)
+
+    @model_validator(mode="after")
+    def _distinct_lines(self) -> BudgetPlanned:
+        names = [line.line for line in self.lines]
+        if len(set(names)) != len(names):
+            raise ValueError("lines: each line is named once")
+        return self
+
+
 class BudgetOverride(StrictModel):
     """An approver's decision to let an expense overspend its budget line."""
 

@@ -33,6 +33,28 @@ class ReportRequired(_ReportFamily):
     period_label: ShortText  # e.g. "2010-Q3" or "2010-W37"
 
 
+class ReportCadenceSet(EventPayload):
+    """How often a branch's members report on their responsibility space (信息汇报制度):
+    a situation report falls due every `every_weeks` weeks from `starts_on`."""
+
+    event_type: ClassVar[str] = "report.cadence_set"
+    family: ClassVar[Family] = "report"
+
+    branch_id: Identifier
+    every_weeks: int = Field(ge=1, le=26)
+    starts_on: BusinessDate
+
+
+class ReportWithdrawn(_ReportFamily):
+    """An obligation no longer stands (a probationary member was converted before a thought
+    report fell due); nothing is owed and its deadline goes."""
+
+    event_type: ClassVar[str] = "report.withdrawn"
+
+    due_on: BusinessDate
+    reason: ShortText
+
+
 class ReportSubmitted(_ReportFamily):
     event_type: ClassVar[str] = "report.submitted"
 

@@ -162,6 +162,16 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "group_id": None,
         "reason": "暴雨",
     },
+    "budget.planned": {
+        "budget_id": "budget-nde-b1-2010",
+        "branch_id": "nde-b1",
+        "year": 2010,
+        "lines": [
+            {"line": "outings", "amount_fen": 140000},
+            {"line": "plaques", "amount_fen": 40000},
+            {"line": "stationery", "amount_fen": 20000},
+        ],
+    },
     "expense.recorded": {
         "expense_id": "exp-1",
         "budget_id": "budget-nde-b1-2010",
@@ -206,6 +216,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "branch_id": "nde-b1",
         "due_on": "2010-06-30",
         "period_label": "2010-Q2",
+    },
+    "report.cadence_set": {"branch_id": "nde-b1", "every_weeks": 2, "starts_on": "2010-05-10"},
+    "report.withdrawn": {
+        "obligation_id": "rep-1",
+        "member_id": "m-2008301",
+        "kind": "thought",
+        "branch_id": "nde-b1",
+        "due_on": "2010-06-30",
+        "reason": "已转正",
     },
     "report.submitted": {
         "obligation_id": "rep-1",

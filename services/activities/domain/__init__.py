@@ -1,0 +1,1 @@
+"""The activities domain: pure deciders and folds, no I/O."""

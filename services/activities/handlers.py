@@ -1,0 +1,413 @@
+"""The activities service layer: load, decide (domain), append; then wait for the read models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+from contracts.envelope import EventPayload
+from contracts.events import ReportCadenceSet
+from runtime.clock import Clock
+from runtime.commands import Change, CommandContext, Decision, LoadedStream, execute, load
+from runtime.decider import CommandRefused
+from runtime.directory import Directory, MemberRecord
+from runtime.eventstore import AppendResult, EventStore, IdempotencyKey
+from runtime.projection import LocalProjector
+from services.activities.domain import activity, attendance, budget, reports
+from services.activities.domain.activity import ActivityState
+
+
+def activity_stream(activity_id: str) -> str:
+    return f"activity-{activity_id}"
+
+
+def attendance_stream(activity_id: str) -> str:
+    return f"attendance-{activity_id}"
+
+
+def report_stream(obligation_id: str) -> str:
+    return f"report-{obligation_id}"
+
+
+def cadence_stream(branch_id: str) -> str:
+    return f"report-cadence-{branch_id}"
+
+
+def recorded(loaded: LoadedStream) -> list[tuple[UUID, EventPayload]]:
+    return [(r.event_id, e) for r, e in zip(loaded.recorded, loaded.events, strict=True)]
+
+
+@dataclass(frozen=True)
+class SemesterPlan:
+    scheduled: list[str]
+    already_planned: list[str]
+    skipped_days: list[date]
+
+
+class ActivitiesService:
+    def __init__(
+        self,
+        store: EventStore,
+        projector: LocalProjector | None,
+        directory: Directory,
+        *,
+        clock: Clock,
+        timezone: str,
+    ) -> None:
+        self.store = store
+        self.projector = projector
+        self.directory = directory
+        self.clock = clock
+        self.zone = ZoneInfo(timezone)
+
+    def today(self) -> date:
+        return self.clock().astimezone(self.zone).date()
+
+    def at(self, day: date) -> datetime:
+        return datetime.combine(day, time(0), self.zone)
+
+    def local_day(self, moment: datetime) -> date:
+        return moment.astimezone(self.zone).date()
+
+    async def _run(
+        self,
+        context: CommandContext,
+        streams: Sequence[str],
+        decide: Callable[[Mapping[str, LoadedStream]], Decision],
+        primary: str | None = None,
+    ) -> AppendResult:
+        result = await execute(self.store, context, streams, decide, primary=primary)
+        if self.projector is not None:
+            await self.projector.wait_for(result.last_position)
+        return result
+
+    # -- activities -----------------------------------------------------------------------
+
+    async def _schedule_checks(
+        self, command: activity.ScheduleActivity
+    ) -> tuple[bool, str | None, frozenset[str]]:
+        branch = await self.directory.unit(command.branch_id)
+        group = await self.directory.unit(command.group_id) if command.group_id else None
+        day = self.local_day(command.starts_at)
+        members = frozenset(
+            m.member_id for m in await self.directory.members_of(command.branch_id, day)
+        )
+        return (
+            branch is not None and branch.kind == "branch",
+            group.parent_id if group is not None and group.kind == "group" else None,
+            members,
+        )
+
+    async def schedule(
+        self, command: activity.ScheduleActivity, context: CommandContext
+    ) -> AppendResult:
+        own = activity_stream(command.activity_id)
+        branch_known, group_branch, members = await self._schedule_checks(command)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            events = activity.schedule(
+                command, activity.fold(loaded[own].events), branch_known, group_branch, members
+            )
+            return Decision([Change(own, e, command.starts_at, command.branch_id) for e in events])
+
+        return await self._run(context, [own], decide)
+
+    async def reschedule(
+        self,
+        activity_id: str,
+        command: activity.RescheduleActivity,
+        context: CommandContext,
+        branch_id: str,
+    ) -> AppendResult:
+        own = activity_stream(activity_id)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            events = activity.reschedule(command, activity.fold(loaded[own].events), activity_id)
+            return Decision([Change(own, e, self.clock(), branch_id) for e in events])
+
+        return await self._run(context, [own], decide)
+
+    async def cancel(
+        self,
+        activity_id: str,
+        command: activity.CancelActivity,
+        context: CommandContext,
+        branch_id: str,
+    ) -> AppendResult:
+        own = activity_stream(activity_id)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            events = activity.cancel(command, activity.fold(loaded[own].events), activity_id)
+            return Decision([Change(own, e, self.clock(), branch_id) for e in events])
+
+        return await self._run(context, [own], decide)
+
+    async def plan_semester(
+        self, branch_id: str, command: activity.PlanSemester, context: CommandContext
+    ) -> tuple[SemesterPlan, AppendResult]:
+        groups = [g.unit_id for g in await self.directory.groups_of(branch_id)]
+        meetings, skipped = activity.plan_semester(command, branch_id, groups)
+        commands = [activity.meeting_command(m, command, branch_id, self.zone) for m in meetings]
+        streams = [activity_stream(c.activity_id) for c in commands]
+        fresh: list[str] = []
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            fresh.clear()
+            changes = []
+            for meeting in commands:
+                stream = activity_stream(meeting.activity_id)
+                if loaded[stream].exists:
+                    continue
+                # The groups are the branch's own, and planned meetings name no one by name.
+                group_branch = branch_id if meeting.group_id else None
+                for event in activity.schedule(meeting, None, True, group_branch, frozenset()):
+                    changes.append(Change(stream, event, meeting.starts_at, branch_id))
+                fresh.append(meeting.activity_id)
+            return Decision(changes)
+
+        result = await self._run(context, streams, decide)
+        already = [c.activity_id for c in commands if c.activity_id not in fresh]
+        return SemesterPlan(fresh, already, skipped), result
+
+    # -- attendance -----------------------------------------------------------------------
+
+    async def _roll(self, state: ActivityState, day: date) -> attendance.Roll:
+        in_branch = await self.directory.members_of(state.branch_id, day)
+        ids = frozenset(m.member_id for m in in_branch)
+        if state.attendees.scope == "group":
+            required = frozenset(
+                m.member_id for m in in_branch if m.group_on(day) == state.attendees.group_id
+            )
+        elif state.attendees.scope == "members":
+            required = frozenset(state.attendees.member_ids) & ids
+        else:
+            required = ids
+        return attendance.Roll(required, ids)
+
+    async def _attendance(
+        self,
+        activity_id: str,
+        context: CommandContext,
+        decide_events: Callable[
+            [ActivityState | None, dict[str, attendance.Record], attendance.Roll, date],
+            list[EventPayload],
+        ],
+    ) -> AppendResult:
+        own, schedule = attendance_stream(activity_id), activity_stream(activity_id)
+        # Who must attend depends on the day; the roll is read first, and the decision below
+        # stands only if the activity still begins when it did (its stream is guarded too).
+        current = activity.fold(await _typed(self.store, schedule))
+        day = self.local_day(current.starts_at) if current else self.today()
+        roll = (
+            await self._roll(current, day) if current else attendance.Roll(frozenset(), frozenset())
+        )
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            state = activity.fold(loaded[schedule].events)
+            if state is not None and current is not None and state.starts_at != current.starts_at:
+                raise CommandRefused(
+                    "activity_moved",
+                    f"activity {activity_id} was rescheduled "
+                    "while the sheet was being recorded; send it again",
+                )
+            events = decide_events(state, attendance.fold(recorded(loaded[own])), roll, day)
+            occurred = state.starts_at if state else self.clock()
+            return Decision(
+                [Change(own, e, occurred, state.branch_id if state else None) for e in events]
+            )
+
+        return await self._run(context, [own, schedule], decide, primary=own)
+
+    async def record_sheet(
+        self, activity_id: str, command: attendance.RecordSheet, context: CommandContext
+    ) -> AppendResult:
+        now = self.clock()
+        return await self._attendance(
+            activity_id,
+            context,
+            lambda state, records, roll, day: attendance.record_sheet(
+                command, state, activity_id, records, roll, day, now
+            ),
+        )
+
+    async def correct(
+        self, activity_id: str, command: attendance.CorrectAttendance, context: CommandContext
+    ) -> AppendResult:
+        now = self.clock()
+        return await self._attendance(
+            activity_id,
+            context,
+            lambda state, records, roll, day: attendance.correct(
+                command, state, activity_id, records, roll, day, now
+            ),
+        )
+
+    # -- reports --------------------------------------------------------------------------
+
+    async def set_cadence(
+        self, branch_id: str, command: reports.SetCadence, context: CommandContext
+    ) -> AppendResult:
+        own = cadence_stream(branch_id)
+        if await self.directory.unit(branch_id) is None:
+            raise CommandRefused("branch_unknown", f"branch {branch_id} is not known")
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            event = ReportCadenceSet(
+                branch_id=branch_id, every_weeks=command.every_weeks, starts_on=command.starts_on
+            )
+            return Decision([Change(own, event, self.at(command.starts_on), branch_id)])
+
+        return await self._run(context, [own], decide)
+
+    async def plan_obligations(
+        self, branch_id: str, through: date, context: CommandContext, existing: set[str]
+    ) -> tuple[list[str], AppendResult | None]:
+        cadence_events = await _typed(self.store, cadence_stream(branch_id))
+        cadence = None
+        for event in cadence_events:
+            if isinstance(event, ReportCadenceSet):
+                cadence = reports.Cadence(event.every_weeks, event.starts_on)
+        reporters = [_reporter(m) for m in await self.directory.members_of(branch_id)]
+        planned = [
+            o
+            for o in reports.plan(branch_id, reporters, cadence, through)
+            if o.obligation_id not in existing
+        ]
+        if not planned:
+            return [], None
+        streams = [report_stream(o.obligation_id) for o in planned]
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            return Decision(
+                [
+                    Change(report_stream(o.obligation_id), o, self.at(o.due_on), branch_id)
+                    for o in planned
+                    if not loaded[report_stream(o.obligation_id)].exists
+                ]
+            )
+
+        result = await self._run(context, streams, decide)
+        return [o.obligation_id for o in planned], result
+
+    async def _obligation(
+        self,
+        obligation_id: str,
+        context: CommandContext,
+        decide_events: Callable[[reports.Obligation | None], list[EventPayload]],
+    ) -> AppendResult:
+        own = report_stream(obligation_id)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            state = reports.fold(recorded(loaded[own]))
+            return Decision(
+                [
+                    Change(own, e, self.clock(), state.branch_id if state else None)
+                    for e in decide_events(state)
+                ]
+            )
+
+        return await self._run(context, [own], decide)
+
+    async def submit(
+        self, obligation_id: str, command: reports.SubmitReport, context: CommandContext
+    ) -> AppendResult:
+        submitted_at = command.submitted_at or self.clock()
+        if submitted_at > self.clock():
+            raise CommandRefused(
+                "submitted_in_future",
+                "a report cannot be submitted in the future",
+                field="submitted_at",
+            )
+        return await self._obligation(
+            obligation_id,
+            context,
+            lambda s: reports.submit(s, obligation_id, submitted_at, self.local_day(submitted_at)),
+        )
+
+    async def review(
+        self, obligation_id: str, command: reports.ReviewReport, context: CommandContext
+    ) -> AppendResult:
+        return await self._obligation(
+            obligation_id,
+            context,
+            lambda s: reports.review(command, s, obligation_id, context.actor_id, self.clock()),
+        )
+
+    async def withdraw(
+        self, obligation_id: str, reason: str, context: CommandContext
+    ) -> AppendResult:
+        return await self._obligation(obligation_id, context, lambda s: reports.withdraw(s, reason))
+
+    # -- budget ---------------------------------------------------------------------------
+
+    async def plan_budget(
+        self, branch_id: str, year: int, command: budget.PlanBudget, context: CommandContext
+    ) -> AppendResult:
+        own = budget.budget_id(branch_id, year)
+        if await self.directory.unit(branch_id) is None:
+            raise CommandRefused("branch_unknown", f"branch {branch_id} is not known")
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            events = budget.plan(command, budget.fold(own, loaded[own].events), branch_id, year)
+            return Decision([Change(own, e, self.clock(), branch_id) for e in events])
+
+        return await self._run(context, [own], decide)
+
+    async def record_expense(
+        self, branch_id: str, year: int, command: budget.RecordExpense, context: CommandContext
+    ) -> AppendResult:
+        own = budget.budget_id(branch_id, year)
+        streams = [own]
+        if command.activity_id:
+            streams.append(activity_stream(command.activity_id))
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            activity_branch = None
+            if command.activity_id:
+                state = activity.fold(loaded[activity_stream(command.activity_id)].events)
+                activity_branch = state.branch_id if state else None
+            events = budget.record_expense(
+                command,
+                budget.fold(own, loaded[own].events),
+                branch_id,
+                year,
+                context.actor_id,
+                activity_branch,
+            )
+            return Decision([Change(own, e, self.at(command.spent_on), branch_id) for e in events])
+
+        return await self._run(context, streams, decide, primary=own)
+
+    async def budget(self, branch_id: str, year: int) -> budget.Budget:
+        own = budget.budget_id(branch_id, year)
+        return budget.fold(own, await _typed(self.store, own))
+
+
+async def _typed(store: EventStore, stream_id: str) -> list[EventPayload]:
+    return (await load(store, stream_id)).events
+
+
+def _reporter(member: MemberRecord) -> reports.Reporter:
+    return reports.Reporter(
+        member_id=member.member_id,
+        enrolled_on=member.enrolled_on,
+        transferred_on=member.transferred_on,
+        has_space=member.space is not None,
+        probationary_until=member.converted_on,
+        probation_started_on=member.probation_started_on,
+    )
+
+
+def system_context(key: str, causation: UUID, correlation: UUID) -> CommandContext:
+    """Commands the service runs by itself when another service publishes: keyed, so that a
+    redelivered cause runs them once."""
+    return CommandContext(
+        actor_id="activities",
+        actor_role="system",
+        idempotency=IdempotencyKey(f"system:{key}", fingerprint=key),
+        causation_id=causation,
+        correlation_id=correlation,
+    )
