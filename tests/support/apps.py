@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import httpx
 from fastapi import FastAPI
 
@@ -57,13 +58,17 @@ def service_settings(
 @asynccontextmanager
 async def running(definition: ServiceDefinition, settings: Settings) -> AsyncIterator[Api]:
     app = create_app(definition, settings, configure_logs=False)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            api = Api(client, TokenAuthority(secret=SECRET), app)
-            try:
-                yield api
-            finally:
-                await api.context.pool.execute(
-                    f'DROP SCHEMA IF EXISTS "{api.context.schema}" CASCADE'
-                )
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield Api(client, TokenAuthority(secret=SECRET), app)
+    finally:
+        # Only once the service has stopped: its relay and projectors hold locks meanwhile.
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await conn.execute(
+                f'DROP SCHEMA IF EXISTS "{settings.schema_for(definition.name)}" CASCADE'
+            )
+        finally:
+            await conn.close()
