@@ -21,6 +21,7 @@ import asyncpg
 
 from contracts.catalogue import CATALOGUE
 from contracts.envelope import Envelope
+from runtime.clock import wait_at_most
 from runtime.consumer.incoming import IncomingEvent
 from runtime.db import Connection
 from runtime.eventstore import EventStore, RecordedEvent, notify_channel
@@ -94,8 +95,7 @@ class LocalProjector:
                 self._wake.clear()
                 if await self.catch_up() >= self._batch_size:
                     continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                await wait_at_most(self._wake, self._poll_seconds)
                 if conn.is_closed():
                     raise asyncpg.InterfaceError("projector connection lost")
         finally:
@@ -164,8 +164,7 @@ class LocalProjector:
         while True:
             self._advanced.clear()
             self._wake.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._advanced.wait(), 0.05)
+            await wait_at_most(self._advanced, 0.05)
             if self.position < position:
                 await self._refresh()  # another replica may have applied it
             if self.position >= position:

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError, WatchError
 
 from contracts.catalogue import CATALOGUE
 from contracts.wire import encode_entry, stream_key
-from runtime.clock import Clock, utc_now
+from runtime.clock import Clock, utc_now, wait_at_most
 from runtime.eventstore.schema import quote_schema
 from runtime.eventstore.store import EventStore, notify_channel
 from runtime.logs import get_logger
@@ -113,8 +113,7 @@ class Relay:
                     published = await self.publish_once()
                     if published >= self._batch_size:
                         continue  # more waiting: no sleep
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+                    await wait_at_most(self._wake, self._poll_seconds)
                     if conn.is_closed():
                         raise asyncpg.InterfaceError("relay connection lost")
             finally:

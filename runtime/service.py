@@ -9,7 +9,6 @@ consumer and the HTTP API around it. Nothing here knows any particular service.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,9 +245,15 @@ async def stop_service(context: ServiceContext) -> None:
         await context.consumer.stop()
     for task in context._tasks:
         task.cancel()
-    for task in context._tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    if context._tasks:
+        done, stuck = await asyncio.wait(context._tasks, timeout=10)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "background task had failed", task=task.get_name(), error=repr(task.exception())
+                )
+        for task in stuck:
+            log.error("background task did not stop", task=task.get_name())
     await context.store.close()
     await context.redis.aclose()
     await context.pool.close()

@@ -101,12 +101,14 @@ def create_app(
         if context is None:
             return JSONResponse({"status": "starting"}, status_code=503)
         try:
-            await asyncio.wait_for(context.pool.fetchval("SELECT 1"), 2.0)
+            async with asyncio.timeout(2.0):
+                await context.pool.fetchval("SELECT 1")
             checks["postgres"] = "ok"
         except Exception as error:
             checks["postgres"] = type(error).__name__
         try:
-            await asyncio.wait_for(context.redis.ping(), 2.0)
+            async with asyncio.timeout(2.0):
+                await context.redis.ping()
             checks["redis"] = "ok"
         except Exception as error:
             checks["redis"] = type(error).__name__
