@@ -65,6 +65,7 @@ class Change:
     payload: EventPayload
     occurred_at: datetime
     branch_id: str | None
+    event_id: UUID | None = None  # chosen in advance when a later event must cite it
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,10 @@ def _appends(decision: Decision, loaded: Mapping[str, LoadedStream]) -> list[Str
     for change in decision.changes:
         by_stream.setdefault(change.stream_id, []).append(
             NewEvent.from_payload(
-                change.payload, occurred_at=change.occurred_at, branch_id=change.branch_id
+                change.payload,
+                occurred_at=change.occurred_at,
+                branch_id=change.branch_id,
+                event_id=change.event_id,
             )
         )
     streams = list(dict.fromkeys([*loaded, *by_stream, *decision.claims]))

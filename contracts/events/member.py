@@ -142,6 +142,23 @@ class CategoryChanged(_MemberFamily):
         return self
 
 
+class MemberDisciplined(_MemberFamily):
+    """A Party discipline measure (党纪处分) decided against a member."""
+
+    event_type: ClassVar[str] = "member.disciplined"
+
+    member_id: Identifier
+    measure: Literal[
+        "warning",  # 警告
+        "serious_warning",  # 严重警告
+        "removal_from_post",  # 撤销党内职务
+        "probation_within_party",  # 留党察看
+        "expulsion",  # 开除党籍
+    ]
+    decided_on: BusinessDate
+    reason: Text
+
+
 class ProbationExtended(_MemberFamily):
     """Probation extended once, by 6 to 12 months (延长预备期)."""
 

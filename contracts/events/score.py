@@ -49,6 +49,21 @@ class ScoreDeducted(_ScoreLine):
     event_type: ClassVar[str] = "score.deducted"
 
 
+class AdjustmentRequested(_ScoreFamily):
+    """A committee member asks for a manual award or deduction; it counts once a second member
+    of the same committee approves it (`score.adjusted`)."""
+
+    event_type: ClassVar[str] = "score.adjustment_requested"
+
+    adjustment_id: Identifier
+    member_id: Identifier
+    branch_id: Identifier
+    period_id: Identifier
+    points: Points
+    reason: Text
+    requested_by: Identifier
+
+
 class ScoreAdjusted(_ScoreFamily):
     """A manual award or deduction by the branch committee, approved by a second member."""
 
@@ -62,6 +77,17 @@ class ScoreAdjusted(_ScoreFamily):
     reason: Text
     requested_by: Identifier
     approved_by: Identifier
+
+
+class AssessmentReopened(_ScoreFamily):
+    """A closed period is open again (late events, a revised regulation); a new close follows."""
+
+    event_type: ClassVar[str] = "assessment.reopened"
+
+    branch_id: Identifier
+    period_id: Identifier
+    revision: int = Field(ge=1, description="the revision of the close this reopens")
+    reason: Text
 
 
 class AssessmentResult(StrictModel):

@@ -369,6 +369,20 @@ async def issue_plaque(
     return accepted(result, response, id=body.plaque_id, stream=member_stream(member_id))
 
 
+@_member_endpoint("discipline", "Record a Party discipline measure (党纪处分)")
+async def discipline(
+    member_id: str,
+    body: member.Discipline,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    command: Command,
+) -> Accepted:
+    await _authorise_member_command(request, principal, member_id)
+    result = await _service(request).discipline(member_id, body, command)
+    return accepted(result, response, stream=member_stream(member_id))
+
+
 @router.post(
     "/members/{member_id}/plaques/{plaque_id}/withdrawal",
     tags=["members"],

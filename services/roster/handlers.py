@@ -266,6 +266,16 @@ class RosterService:
             lambda: command.issued_on,
         )
 
+    async def discipline(
+        self, member_id: str, command: member.Discipline, context: CommandContext
+    ) -> AppendResult:
+        return await self._member_command(
+            member_id,
+            context,
+            lambda s: member.discipline(command, s, member_id, self.today()),
+            lambda: command.decided_on,
+        )
+
     async def withdraw_plaque(
         self,
         member_id: str,

@@ -323,6 +323,10 @@ async def test_a_secretary_of_one_branch_cannot_touch_the_other(roster: RosterCl
         ),
         ("/v1/members/m-b/plaques/p/withdrawal", {"withdrawn_on": "2010-09-02", "reason": "x"}),
         (
+            "/v1/members/m-b/discipline",
+            {"measure": "warning", "decided_on": "2010-09-02", "reason": "x"},
+        ),
+        (
             "/v1/branches/nde-b2/pairings",
             {"pairing_id": "p", "mentor_id": "m-b", "mentee_id": "m-b", "formed_on": "2010-09-01"},
         ),

@@ -47,6 +47,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "effective_on": "2010-12-31",
         "source": "assessment",
     },
+    "member.disciplined": {
+        "member_id": "m-2008301",
+        "measure": "warning",
+        "decided_on": "2010-11-20",
+        "reason": "违反宿舍纪律",
+    },
     "member.probation_extended": {
         "member_id": "m-2008301",
         "months": 6,
@@ -280,6 +286,21 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "cause_type": "attendance.recorded",
         "cause_occurred_at": "2010-05-12T11:00:00+00:00",
         "reverses_event_id": None,
+    },
+    "score.adjustment_requested": {
+        "adjustment_id": "adj-1",
+        "member_id": "m-2008301",
+        "branch_id": "nde-b1",
+        "period_id": "2010",
+        "points": "1.50",
+        "reason": "抗洪志愿服务表彰",
+        "requested_by": "secretary-b1",
+    },
+    "assessment.reopened": {
+        "branch_id": "nde-b1",
+        "period_id": "2010",
+        "revision": 1,
+        "reason": "补录12月活动考勤",
     },
     "score.adjusted": {
         "adjustment_id": "adj-1",

@@ -16,6 +16,7 @@ from contracts.events import (
     AgreementSigned,
     CategoryChanged,
     MemberConverted,
+    MemberDisciplined,
     MemberEnrolled,
     MemberMoved,
     MemberTransferredOut,
@@ -111,6 +112,14 @@ class IssuePlaque(Command):
     dormitory: ShortText
     bed: ShortText | None = None
     issued_on: BusinessDate
+
+
+class Discipline(Command):
+    measure: Literal[
+        "warning", "serious_warning", "removal_from_post", "probation_within_party", "expulsion"
+    ]
+    decided_on: BusinessDate
+    reason: Text
 
 
 class WithdrawPlaque(Command):
@@ -569,6 +578,27 @@ def issue_plaque(
             dormitory=command.dormitory,
             bed=command.bed,
             issued_on=command.issued_on,
+        )
+    ]
+
+
+def discipline(
+    command: Discipline, state: MemberState | None, member_id: str, today: date
+) -> list[EventPayload]:
+    member = _require_active(state, member_id)
+    if command.decided_on > today:
+        raise CommandRefused(
+            "decision_in_future",
+            f"decided_on {command.decided_on.isoformat()} is in the future",
+            field="decided_on",
+        )
+    _not_before(command.decided_on, member.enrolled_on, "decided_on", "the enrolment")
+    return [
+        MemberDisciplined(
+            member_id=member_id,
+            measure=command.measure,
+            decided_on=command.decided_on,
+            reason=command.reason,
         )
     ]
 

@@ -1,0 +1,272 @@
+"""Scoring's tables in PostgreSQL: the archive of inputs, the live scores, and the read models of
+its own log (regulations, adjustments, closed assessments)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from runtime.consumer import IncomingEvent
+from runtime.db import Connection
+from runtime.eventstore.schema import quote_schema
+from services.scoring.domain.engine import MEMBER_FIELDS, Adjustment, Input, MemberPeriod
+from services.scoring.domain.regulation import (
+    PublishedVersion,
+    RegulationDocument,
+    RegulationHistory,
+)
+
+
+def _input(row: asyncpg.Record) -> Input:
+    return Input(
+        row["event_id"],
+        row["type"],
+        row["occurred_at"],
+        row["recorded_at"],
+        row["branch_id"],
+        row["actor_id"],
+        orjson.loads(row["data"]),
+    )
+
+
+_INPUT_COLUMNS = "event_id, type, occurred_at, recorded_at, branch_id, actor_id, data::text AS data"
+
+
+class Archive:
+    def __init__(self, pool: asyncpg.Pool, schema: str, regulation_id: str) -> None:
+        self.pool = pool
+        self._s = quote_schema(schema)
+        self.regulation_id = regulation_id
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    async def record(self, conn: Connection, events: Sequence[IncomingEvent]) -> set[str]:
+        """Keep the events; return the members they concern."""
+        rows = []
+        members: set[str] = set()
+        for event in events:
+            data = event.envelope.data
+            named = sorted({str(data[f]) for f in MEMBER_FIELDS if data.get(f)})
+            members.update(named)
+            rows.append(
+                (
+                    event.event_id,
+                    event.type,
+                    event.occurred_at,
+                    event.recorded_at,
+                    event.branch_id,
+                    event.envelope.actor.id,
+                    orjson.dumps(data).decode(),
+                    named,
+                    event.source,
+                    event.position,
+                )
+            )
+        await conn.executemany(
+            f"INSERT INTO {self._s}.inputs VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, "
+            "$10) ON CONFLICT (event_id) DO NOTHING",
+            rows,
+        )
+        return members
+
+    async def inputs_of(
+        self,
+        members: Iterable[str],
+        *,
+        as_of: datetime | None = None,
+        known_at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> list[Input]:
+        rows = await (conn or self.pool).fetch(
+            f"SELECT {_INPUT_COLUMNS} FROM {self._s}.inputs WHERE members && $1::text[] "
+            "AND ($2::timestamptz IS NULL OR occurred_at <= $2) "
+            "AND ($3::timestamptz IS NULL OR recorded_at <= $3) ORDER BY occurred_at, event_id",
+            sorted(set(members)),
+            as_of,
+            known_at,
+        )
+        return [_input(r) for r in rows]
+
+    async def all_inputs(self, page: int = 20000) -> AsyncIterator[list[Input]]:
+        after = None
+        while True:
+            rows = await self.pool.fetch(
+                f"SELECT {_INPUT_COLUMNS} FROM {self._s}.inputs "
+                "WHERE $1::uuid IS NULL OR event_id > $1 ORDER BY event_id LIMIT $2",
+                after,
+                page,
+            )
+            if not rows:
+                return
+            yield [_input(r) for r in rows]
+            after = rows[-1]["event_id"]
+
+    async def members_with_inputs_since(self, since: datetime) -> list[str]:
+        rows = await self.pool.fetch(
+            f"SELECT DISTINCT unnest(members) AS member FROM {self._s}.inputs "
+            "WHERE occurred_at >= $1 ORDER BY 1",
+            since,
+        )
+        return [r["member"] for r in rows]
+
+    async def all_members(self) -> list[str]:
+        rows = await self.pool.fetch(
+            f"SELECT DISTINCT unnest(members) AS member FROM {self._s}.inputs ORDER BY 1"
+        )
+        adjusted = await self.pool.fetch(
+            f"SELECT DISTINCT member_id FROM {self._s}.adjustments WHERE approved_by IS NOT NULL"
+        )
+        return sorted({r["member"] for r in rows} | {r["member_id"] for r in adjusted})
+
+    async def input_count(self) -> int:
+        return int(await self.pool.fetchval(f"SELECT count(*) FROM {self._s}.inputs"))
+
+    # -- regulations and adjustments --------------------------------------------------------------
+
+    async def regulations(
+        self, known_at: datetime | None = None, conn: Connection | None = None
+    ) -> RegulationHistory:
+        rows = await (conn or self.pool).fetch(
+            f"SELECT document::text AS document, event_id, recorded_at FROM {self._s}.regulations "
+            "WHERE regulation_id = $1 AND ($2::timestamptz IS NULL OR recorded_at <= $2) "
+            "ORDER BY version",
+            self.regulation_id,
+            known_at,
+        )
+        return RegulationHistory(
+            PublishedVersion(
+                RegulationDocument.model_validate_json(r["document"]),
+                r["event_id"],
+                r["recorded_at"],
+            )
+            for r in rows
+        )
+
+    async def adjustments(
+        self,
+        members: Iterable[str] | None = None,
+        *,
+        as_of: datetime | None = None,
+        known_at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> list[Adjustment]:
+        rows = await (conn or self.pool).fetch(
+            f"SELECT * FROM {self._s}.adjustments WHERE approved_by IS NOT NULL "
+            "AND ($1::text[] IS NULL OR member_id = ANY($1)) "
+            "AND ($2::timestamptz IS NULL OR occurred_at <= $2) "
+            "AND ($3::timestamptz IS NULL OR recorded_at <= $3)",
+            sorted(set(members)) if members is not None else None,
+            as_of,
+            known_at,
+        )
+        return [
+            Adjustment(
+                r["adjustment_id"],
+                r["member_id"],
+                r["branch_id"],
+                r["period_id"],
+                r["points"],
+                r["reason"],
+                r["requested_by"],
+                r["approved_by"],
+                r["occurred_at"],
+                r["recorded_at"],
+                r["event_id"],
+            )
+            for r in rows
+        ]
+
+    async def adjustment(self, adjustment_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(
+            f"SELECT * FROM {self._s}.adjustments WHERE adjustment_id = $1", adjustment_id
+        )
+        return dict(row) if row else None
+
+    # -- live scores ----------------------------------------------------------------------------
+
+    async def save_scores(
+        self, conn: Connection, member_id: str, results: Iterable[MemberPeriod]
+    ) -> None:
+        await conn.execute(f"DELETE FROM {self._s}.member_scores WHERE member_id = $1", member_id)
+        await conn.executemany(
+            f"INSERT INTO {self._s}.member_scores VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, "
+            "$9)",
+            [score_row(r) for r in results],
+        )
+
+    async def live_scores(
+        self, *, period_id: str | None = None, branch_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            f"SELECT member_id, period_id, branch_id, total, by_rule::text AS by_rule, "
+            f"adjustments, vetoed_by, lines, regulation_version FROM {self._s}.member_scores "
+            "WHERE ($1::text IS NULL OR period_id = $1) "
+            "AND ($2::text[] IS NULL OR branch_id = ANY($2)) ORDER BY member_id, period_id",
+            period_id,
+            list(branch_ids) if branch_ids is not None else None,
+        )
+        return [{**dict(r), "by_rule": orjson.loads(r["by_rule"])} for r in rows]
+
+    # -- closed assessments ---------------------------------------------------------------------
+
+    async def closes(self, branch_id: str, period_id: str) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            f"SELECT revision, closed_at, recorded_at, results::text AS results, reopened_at, "
+            f"reopen_reason FROM {self._s}.assessments WHERE branch_id = $1 AND period_id = $2 "
+            "ORDER BY revision",
+            branch_id,
+            period_id,
+        )
+        return [{**dict(r), "results": orjson.loads(r["results"])} for r in rows]
+
+    async def recorded_after(
+        self, members: Sequence[str], since: datetime, start: datetime, end: datetime
+    ) -> list[Input]:
+        rows = await self.pool.fetch(
+            f"SELECT {_INPUT_COLUMNS} FROM {self._s}.inputs WHERE members && $1::text[] "
+            "AND recorded_at > $2 AND occurred_at >= $3 AND occurred_at < $4 "
+            "ORDER BY occurred_at, event_id",
+            list(members),
+            since,
+            start,
+            end,
+        )
+        return [_input(r) for r in rows]
+
+
+def score_row(result: MemberPeriod) -> tuple[Any, ...]:
+    return (
+        result.member_id,
+        result.period_id,
+        result.branch_id,
+        result.total,
+        orjson.dumps({k: str(v) for k, v in sorted(result.by_rule.items())}).decode(),
+        result.adjustments,
+        result.vetoed_by,
+        len(result.entries),
+        result.regulation_version,
+    )
+
+
+def score_key(row: Sequence[Any]) -> tuple[str, ...]:
+    """A row of the live view in a canonical textual form, for comparison and checksums."""
+    member, period, branch, total, by_rule, adjustments, vetoed, lines, version = row
+    rules = by_rule if isinstance(by_rule, str) else orjson.dumps(by_rule).decode()
+    return (
+        member,
+        period,
+        branch or "",
+        str(Decimal(total).normalize()),
+        orjson.dumps(
+            {k: str(Decimal(v).normalize()) for k, v in sorted(orjson.loads(rules).items())}
+        ).decode(),
+        str(Decimal(adjustments).normalize()),
+        ",".join(vetoed),
+        str(lines),
+        str(version),
+    )

@@ -1,0 +1,1 @@
+"""The scoring domain: the regulation as data and the arithmetic, pure and exact."""

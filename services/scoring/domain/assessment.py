@@ -1,0 +1,167 @@
+"""A branch's table for a period: totals, ranks, grades, the excellent and the lagging.
+
+* Rank inside the branch by total, descending; equal totals share a rank (1, 2, 2, 4).
+* A grade is the first whose minimum the total meets. A grade with a `max_share` (excellent at
+  most one third) is given only if the members of the branch with a total at least as high
+  number at most floor(share × branch size): ties at the boundary are all left out rather than
+  exceed the share, and fall to the next grade.
+* Probationary members take part and are ranked, but get no grade unless the regulation says
+  `grade_probationary`; the branch size for shares counts the graded members.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+from services.scoring.domain.engine import (
+    Adjustment,
+    Input,
+    Line,
+    MemberPeriod,
+    all_lines,
+    local_day,
+    member_period,
+    vetoes_of,
+)
+from services.scoring.domain.regulation import Period, RegulationDocument, RegulationHistory
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A member of the branch who takes part in the period's assessment."""
+
+    member_id: str
+    branch_id: str
+    probationary: bool
+
+
+@dataclass(frozen=True)
+class TableRow:
+    member_id: str
+    total: Decimal
+    rank: int
+    grade: str | None
+    classification: str  # excellent, lagging or neither
+    probationary: bool
+
+
+def ranks(totals: Mapping[str, Decimal]) -> dict[str, int]:
+    ordered = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+    result: dict[str, int] = {}
+    for index, (member, total) in enumerate(ordered):
+        if index and total == ordered[index - 1][1]:
+            result[member] = result[ordered[index - 1][0]]
+        else:
+            result[member] = index + 1
+    return result
+
+
+def grade_table(
+    totals: Mapping[str, Decimal], probationary: set[str], document: RegulationDocument
+) -> list[TableRow]:
+    graded = {
+        m: t for m, t in totals.items() if document.grade_probationary or m not in probationary
+    }
+    size = len(graded)
+    rank_of = ranks(totals)
+    rows = []
+    for member, total in sorted(totals.items(), key=lambda kv: (rank_of[kv[0]], kv[0])):
+        grade = None
+        if member in graded:
+            for candidate in document.grades:
+                if candidate.min is not None and total < candidate.min:
+                    continue
+                if candidate.max_share is not None:
+                    allowed = math.floor(Fraction(candidate.max_share) * size)
+                    at_least = sum(1 for other in graded.values() if other >= total)
+                    if at_least > allowed:
+                        continue
+                grade = candidate.grade
+                break
+        classification = document.classification.get(grade, "neither") if grade else "neither"
+        rows.append(
+            TableRow(member, total, rank_of[member], grade, classification, member in probationary)
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class PeriodResult:
+    period: Period
+    governing: RegulationDocument
+    members: dict[str, MemberPeriod]
+
+
+def compute_period(
+    period_id: str,
+    history: RegulationHistory,
+    inputs: Sequence[Input],
+    adjustments: Iterable[Adjustment],
+    zone: ZoneInfo,
+    participants: Iterable[Participant] = (),
+    lines: Sequence[Line] | None = None,
+) -> PeriodResult | None:
+    """Every member's result for a period: those with lines, adjustments or vetoes in it and
+    the participants named (who start from the base)."""
+    period = history.periods().get(period_id)
+    if period is None:
+        return None
+    governing_version = history.in_force(period.ends_on)
+    if governing_version is None:
+        return None
+    governing = governing_version.document
+    lines = all_lines(inputs, history, zone) if lines is None else lines
+    by_member: dict[str, list[Line]] = defaultdict(list)
+    branch_of: dict[str, str | None] = {}
+    for line in lines:
+        if line.period_id == period_id:
+            by_member[line.member_id].append(line)
+            branch_of.setdefault(line.member_id, line.branch_id)
+    vetoes: dict[str, list[str]] = defaultdict(list)
+    for input_ in inputs:
+        if period.starts_on <= local_day(input_.occurred_at, zone) <= period.ends_on:
+            for member, veto in vetoes_of(input_, governing):
+                vetoes[member].append(veto.id)
+                branch_of.setdefault(member, input_.branch_id)
+    adjusted: dict[str, list[Adjustment]] = defaultdict(list)
+    for adjustment in adjustments:
+        if adjustment.period_id == period_id:
+            adjusted[adjustment.member_id].append(adjustment)
+            branch_of.setdefault(adjustment.member_id, adjustment.branch_id)
+    for participant in participants:
+        branch_of[participant.member_id] = participant.branch_id
+    results = {
+        member: member_period(
+            member,
+            period,
+            governing,
+            by_member.get(member, ()),
+            adjusted.get(member, ()),
+            vetoes.get(member, ()),
+            branch,
+        )
+        for member, branch in branch_of.items()
+    }
+    return PeriodResult(period, governing, results)
+
+
+def branch_table(
+    result: PeriodResult, branch_id: str, participants: Iterable[Participant]
+) -> list[TableRow]:
+    """The branch's ranking: its participants, and anyone with a result booked to it."""
+    members = {p.member_id: p for p in participants if p.branch_id == branch_id}
+    totals = {
+        m: r.total
+        for m, r in result.members.items()
+        if m in members or (r.branch_id == branch_id and not members)
+    }
+    for member in members:
+        totals.setdefault(member, result.governing.base)
+    probationary = {m for m, p in members.items() if p.probationary}
+    return grade_table(totals, probationary, result.governing)

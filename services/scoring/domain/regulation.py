@@ -1,0 +1,335 @@
+"""The regulation (管理规定) as data: the document a university writes (YAML), its validation, and
+the history of its versions.
+
+A document is checked against the event catalogue when it is published: every rule names a
+known event type, conditions name fields that type has and values those fields can take, caps
+are positive, periods do not overlap. Every error names the rule and the field.
+"""
+
+from __future__ import annotations
+
+import itertools
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from contracts.catalogue import CATALOGUE, Catalogue
+from contracts.errors import FieldError, field_errors
+from contracts.types import Identifier, Points
+
+ScalarValue = str | bool | int
+ConditionValue = ScalarValue | list[ScalarValue]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Title(_Model):
+    zh: str | None = None
+    en: str | None = None
+
+
+class Period(_Model):
+    id: Identifier
+    starts_on: date
+    ends_on: date
+
+
+class PointsPer(_Model):
+    field: str
+    factor: Points
+
+
+class Rule(_Model):
+    id: Identifier
+    title: Title | str
+    on: str
+    when: dict[str, ConditionValue] = Field(default_factory=dict)
+    member: str = "member_id"
+    points: Points | None = None
+    points_per: PointsPer | None = None
+    cap: Points | None = None
+
+
+class Veto(_Model):
+    id: Identifier
+    title: Title | str
+    on: str
+    when: dict[str, ConditionValue] = Field(default_factory=dict)
+    member: str = "member_id"
+
+
+class Grade(_Model):
+    grade: Identifier
+    min: Points | None = None
+    max_share: str | None = Field(None, pattern=r"^\d+/\d+$", examples=["1/3"])
+
+
+class RegulationDocument(_Model):
+    id: Identifier
+    version: int = Field(ge=1)
+    title: Title | str
+    effective_from: date
+    periods: list[Period] = Field(min_length=1)
+    base: Points
+    floor: Points
+    ceiling: Points
+    grade_probationary: bool = False
+    rules: list[Rule] = Field(min_length=1)
+    vetoes: list[Veto] = Field(default_factory=list)
+    grades: list[Grade] = Field(min_length=1)
+    classification: dict[str, Literal["excellent", "lagging"]] = Field(default_factory=dict)
+
+    @field_validator("rules")
+    @classmethod
+    def _distinct_rules(cls, rules: list[Rule]) -> list[Rule]:
+        ids = [r.id for r in rules]
+        duplicate = next((i for i in ids if ids.count(i) > 1), None)
+        if duplicate:
+            raise ValueError(f"rule id {duplicate} is used twice")
+        return rules
+
+    def period_of(self, day: date) -> Period | None:
+        return next((p for p in self.periods if p.starts_on <= day <= p.ends_on), None)
+
+    def period(self, period_id: str) -> Period | None:
+        return next((p for p in self.periods if p.id == period_id), None)
+
+    def title_text(self) -> str:
+        return _title(self.title)
+
+
+def _title(title: Title | str) -> str:
+    if isinstance(title, str):
+        return title
+    return " / ".join(t for t in (title.zh, title.en) if t)
+
+
+def rule_title(rule: Rule | Veto) -> str:
+    return _title(rule.title)
+
+
+# -- validation against the catalogue -------------------------------------------------------------
+
+
+def _field_kinds(annotation: Any) -> tuple[set[type], set[Any] | None]:
+    """The python types a field can hold and, when it is a Literal, the values it can take."""
+    kinds: set[type] = set()
+    literals: set[Any] | None = None
+    stack = [annotation]
+    while stack:
+        current = stack.pop()
+        origin = typing.get_origin(current)
+        if origin is typing.Annotated:
+            stack.append(typing.get_args(current)[0])
+        elif origin in (typing.Union, types.UnionType):
+            stack.extend(typing.get_args(current))
+        elif origin is Literal:
+            literals = (literals or set()) | set(typing.get_args(current))
+            kinds.update(type(v) for v in typing.get_args(current))
+        elif current is type(None):
+            kinds.add(type(None))
+        elif isinstance(current, type):
+            kinds.add(current)
+    return kinds, literals
+
+
+def _check_condition(
+    where: str, event_type: str, field: str, value: ConditionValue, fields: Mapping[str, Any]
+) -> list[FieldError]:
+    if field not in fields:
+        known = ", ".join(sorted(fields))
+        return [
+            FieldError(
+                f"{where}.when.{field}",
+                f"{event_type} has no field {field!r} (its fields: {known})",
+            )
+        ]
+    kinds, literals = _field_kinds(fields[field].annotation)
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        return [FieldError(f"{where}.when.{field}", "an empty list of values can never hold")]
+    errors = []
+    for v in values:
+        if literals is not None and v not in literals:
+            allowed = ", ".join(sorted(map(str, literals)))
+            errors.append(
+                FieldError(
+                    f"{where}.when.{field}", f"{v!r} can never hold: {field} is one of {allowed}"
+                )
+            )
+        elif literals is None and bool in kinds and not isinstance(v, bool):
+            errors.append(
+                FieldError(
+                    f"{where}.when.{field}", f"{v!r} can never hold: {field} is true or false"
+                )
+            )
+        elif literals is None and bool not in kinds and isinstance(v, bool):
+            errors.append(
+                FieldError(
+                    f"{where}.when.{field}", f"{v!r} can never hold: {field} is not true or false"
+                )
+            )
+    return errors
+
+
+_NUMERIC = (int, Decimal, float)
+
+
+def validate(document: RegulationDocument, catalogue: Catalogue = CATALOGUE) -> list[FieldError]:
+    """Everything wrong with a document, each error naming where (rule and field) and why."""
+    errors: list[FieldError] = []
+    for kind, items in (("rules", document.rules), ("vetoes", document.vetoes)):
+        for item in items:
+            where = f"{kind}[{item.id}]"
+            if item.on not in catalogue:
+                errors.append(FieldError(f"{where}.on", f"unknown event type {item.on!r}"))
+                continue
+            fields = catalogue.spec(item.on).model.model_fields
+            for field, value in item.when.items():
+                errors += _check_condition(where, item.on, field, value, fields)
+            if item.member not in fields:
+                errors.append(
+                    FieldError(
+                        f"{where}.member", f"{item.on} has no field {item.member!r} naming a member"
+                    )
+                )
+            if isinstance(item, Rule):
+                errors += _check_points(where, item, fields)
+    errors += _check_periods(document.periods)
+    errors += _check_grades(document)
+    if not document.floor <= document.base <= document.ceiling:
+        errors.append(FieldError("base", "must lie between floor and ceiling"))
+    return errors
+
+
+def _check_points(where: str, rule: Rule, fields: Mapping[str, Any]) -> list[FieldError]:
+    errors = []
+    if (rule.points is None) == (rule.points_per is None):
+        errors.append(FieldError(f"{where}.points", "give either points or points_per"))
+    if rule.points_per is not None:
+        name = rule.points_per.field
+        if name not in fields:
+            errors.append(
+                FieldError(f"{where}.points_per.field", f"{rule.on} has no field {name!r}")
+            )
+        elif not _field_kinds(fields[name].annotation)[0] & set(_NUMERIC):
+            errors.append(FieldError(f"{where}.points_per.field", f"{name} is not a number"))
+    if rule.cap is not None and rule.cap <= 0:
+        errors.append(
+            FieldError(
+                f"{where}.cap",
+                f"a cap is the largest absolute total ({rule.cap} is not "
+                "positive); the sign comes from the points",
+            )
+        )
+    return errors
+
+
+def _check_periods(periods: Sequence[Period]) -> list[FieldError]:
+    errors = []
+    for period in periods:
+        if period.ends_on < period.starts_on:
+            errors.append(FieldError(f"periods[{period.id}].ends_on", "ends before it starts"))
+    ordered = sorted(periods, key=lambda p: p.starts_on)
+    for earlier, later in itertools.pairwise(ordered):
+        if later.starts_on <= earlier.ends_on:
+            errors.append(
+                FieldError(
+                    f"periods[{later.id}].starts_on",
+                    f"overlaps period {earlier.id} (until {earlier.ends_on.isoformat()})",
+                )
+            )
+    ids = [p.id for p in periods]
+    for duplicate in sorted({i for i in ids if ids.count(i) > 1}):
+        errors.append(FieldError(f"periods[{duplicate}].id", "period id is used twice"))
+    return errors
+
+
+def _check_grades(document: RegulationDocument) -> list[FieldError]:
+    errors = []
+    previous = None
+    for index, grade in enumerate(document.grades):
+        last = index == len(document.grades) - 1
+        if grade.min is None and not last:
+            errors.append(
+                FieldError(f"grades[{grade.grade}].min", "only the last grade has no minimum")
+            )
+        if grade.min is not None and previous is not None and grade.min >= previous:
+            errors.append(
+                FieldError(
+                    f"grades[{grade.grade}].min", "grades are listed from the highest minimum down"
+                )
+            )
+        if grade.max_share is not None:
+            share = Fraction(grade.max_share)
+            if not 0 < share <= 1:
+                errors.append(
+                    FieldError(f"grades[{grade.grade}].max_share", "a share lies between 0 and 1")
+                )
+        previous = grade.min if grade.min is not None else previous
+    names = {g.grade for g in document.grades}
+    for name in document.classification:
+        if name not in names:
+            errors.append(FieldError(f"classification.{name}", "not one of the grades"))
+    return errors
+
+
+def parse_document(raw: Mapping[str, Any]) -> tuple[RegulationDocument | None, list[FieldError]]:
+    """A document from its decoded YAML or JSON, or the errors that stop it."""
+    try:
+        document = RegulationDocument.model_validate(raw)
+    except ValidationError as error:
+        return None, field_errors(error)
+    return document, validate(document)
+
+
+# -- versions in force ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    document: RegulationDocument
+    event_id: Any  # the regulation.published event, cited by re-scored lines
+    recorded_at: Any
+
+
+class RegulationHistory:
+    """The published versions of one regulation. An event counts under the latest version whose
+    `effective_from` is on or before the day it occurred."""
+
+    def __init__(self, versions: Iterable[PublishedVersion]) -> None:
+        self.versions = sorted(versions, key=lambda v: v.document.version)
+
+    def known_at(self, moment: Any) -> RegulationHistory:
+        if moment is None:
+            return self
+        return RegulationHistory(v for v in self.versions if v.recorded_at <= moment)
+
+    def in_force(self, day: date) -> PublishedVersion | None:
+        candidates = [v for v in self.versions if v.document.effective_from <= day]
+        return max(
+            candidates, key=lambda v: (v.document.effective_from, v.document.version), default=None
+        )
+
+    def latest(self) -> PublishedVersion | None:
+        return self.versions[-1] if self.versions else None
+
+    def version(self, number: int) -> PublishedVersion | None:
+        return next((v for v in self.versions if v.document.version == number), None)
+
+    def periods(self) -> dict[str, Period]:
+        """Every period any version defines (a later version's definition wins)."""
+        found: dict[str, Period] = {}
+        for version in self.versions:
+            for period in version.document.periods:
+                found[period.id] = period
+        return found
