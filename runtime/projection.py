@@ -70,10 +70,12 @@ class LocalProjector:
         self._poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._advanced = asyncio.Event()
+        self._following = False
         self.position = 0
 
     async def run(self) -> None:
         """Follow the log until cancelled; survive outages of PostgreSQL."""
+        self._following = True
         while True:
             try:
                 await self._follow()
@@ -160,6 +162,9 @@ class LocalProjector:
         """Wait until the read models include `position`; False if that took too long."""
         if position is None or self.position >= position:
             return True
+        if not self._following:  # nobody follows the log in this process: catch up here
+            await self.catch_up_fully()
+            return self.position >= position
         deadline = asyncio.get_running_loop().time() + within
         while True:
             self._advanced.clear()

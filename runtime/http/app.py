@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from runtime.clock import Clock, utc_now
 from runtime.http.audit import audit_router
 from runtime.http.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware
 from runtime.http.problems import install_problem_handlers
@@ -34,6 +35,7 @@ def create_app(
     run_background: bool = True,
     configure_logs: bool = True,
     context_hook: Callable[[ServiceContext], Awaitable[None]] | None = None,
+    clock: Clock = utc_now,
 ) -> FastAPI:
     settings = settings or Settings()
 
@@ -41,7 +43,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if configure_logs:
             configure_logging(settings.log_level, settings.log_format)
-        context = await start_service(definition, settings, run_background=run_background)
+        context = await start_service(
+            definition, settings, run_background=run_background, clock=clock
+        )
         app.state.context = context
         app.state.tokens = context.tokens
         if context_hook is not None:

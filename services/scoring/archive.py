@@ -256,17 +256,20 @@ def score_row(result: MemberPeriod) -> tuple[Any, ...]:
 def score_key(row: Sequence[Any]) -> tuple[str, ...]:
     """A row of the live view in a canonical textual form, for comparison and checksums."""
     member, period, branch, total, by_rule, adjustments, vetoed, lines, version = row
-    rules = by_rule if isinstance(by_rule, str) else orjson.dumps(by_rule).decode()
+    rules = orjson.loads(by_rule) if isinstance(by_rule, str) else by_rule
     return (
         member,
         period,
         branch or "",
-        str(Decimal(total).normalize()),
-        orjson.dumps(
-            {k: str(Decimal(v).normalize()) for k, v in sorted(orjson.loads(rules).items())}
-        ).decode(),
-        str(Decimal(adjustments).normalize()),
+        plain(total),
+        orjson.dumps({k: plain(v) for k, v in sorted(rules.items())}).decode(),
+        plain(adjustments),
         ",".join(vetoed),
         str(lines),
         str(version),
     )
+
+
+def plain(value: object) -> str:
+    """A number's one textual form: 90, 92.5 (not 9E+1, not 92.50)."""
+    return format(Decimal(str(value)).normalize(), "f")

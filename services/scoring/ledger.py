@@ -16,7 +16,6 @@ from datetime import datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
 
-from contracts.envelope import EventPayload
 from contracts.events import ScoreAwarded, ScoreDeducted
 from runtime.commands import Change, Decision, LoadedStream
 
@@ -112,29 +111,41 @@ class DesiredLine:
 def reconcile(
     stream: str, loaded: LoadedStream, desired: Sequence[DesiredLine], now: datetime
 ) -> Decision:
+    """Reversals of what no longer counts first, then the lines that are missing."""
     in_force, ever = published(loaded)
-    changes: list[Change] = []
+    reversals: list[Change] = []
+    additions: list[Change] = []
 
-    def add(event: EventPayload, event_id: UUID, branch: str) -> None:
-        changes.append(Change(stream, event, now, branch, event_id))
+    def reverse(current: Published) -> None:
+        reversals.append(
+            Change(
+                stream,
+                _reversal(current.line, current.event_id),
+                now,
+                current.line.branch_id,
+                uuid4(),
+            )
+        )
 
-    wanted = {line.key for line in desired}
-    for line in sorted(desired, key=lambda d: (str(d.cause_occurred_at), d.key)):
+    wanted = {line.key: line for line in desired}
+    for key, published_line in sorted(in_force.items()):
+        wanted_line = wanted.get(key)
+        if (
+            wanted_line is None
+            or wanted_line.superseded
+            or wanted_line.points != published_line.points
+        ):
+            reverse(published_line)
+    for line in sorted(desired, key=lambda d: (d.cause_occurred_at, d.key)):
         current = in_force.get(line.key)
-        if current is not None and current.points != line.points:
-            add(_reversal(current.line, current.event_id), uuid4(), line.branch_id)
-            current = None
+        still = current is not None and current.points == line.points
         if line.superseded:
-            if line.key not in ever:
-                event_id = uuid4()
-                event = _line_event(line)
-                add(event, event_id, line.branch_id)
-                add(_reversal(event, event_id), uuid4(), line.branch_id)
-            elif current is not None:
-                add(_reversal(current.line, current.event_id), uuid4(), line.branch_id)
-        elif current is None:
-            add(_line_event(line), uuid4(), line.branch_id)
-    for key, current in sorted(in_force.items()):
-        if key not in wanted:
-            add(_reversal(current.line, current.event_id), uuid4(), current.line.branch_id)
-    return Decision(changes)
+            if line.key not in ever:  # it never made it to the ledger: show it, and its end
+                event_id, event = uuid4(), _line_event(line)
+                additions.append(Change(stream, event, now, line.branch_id, event_id))
+                additions.append(
+                    Change(stream, _reversal(event, event_id), now, line.branch_id, uuid4())
+                )
+        elif not still:
+            additions.append(Change(stream, _line_event(line), now, line.branch_id, uuid4()))
+    return Decision([*reversals, *additions])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -12,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 
 from runtime.auth import Role, TokenAuthority
+from runtime.clock import Clock, utc_now
 from runtime.http import create_app
 from runtime.service import ServiceContext, ServiceDefinition
 from runtime.settings import Settings
@@ -55,9 +57,21 @@ def service_settings(
     )
 
 
+class SettableClock:
+    """A clock a test can set; None follows the real time."""
+
+    def __init__(self) -> None:
+        self.now: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.now or datetime.now(UTC)
+
+
 @asynccontextmanager
-async def running(definition: ServiceDefinition, settings: Settings) -> AsyncIterator[Api]:
-    app = create_app(definition, settings, configure_logs=False)
+async def running(
+    definition: ServiceDefinition, settings: Settings, clock: Clock = utc_now
+) -> AsyncIterator[Api]:
+    app = create_app(definition, settings, configure_logs=False, clock=clock)
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
