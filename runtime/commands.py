@@ -86,6 +86,17 @@ async def load(store: EventStore, stream_id: str) -> LoadedStream:
     return LoadedStream(stream_id, len(recorded), [typed(e) for e in recorded], recorded)
 
 
+async def load_many(store: EventStore, stream_ids: Sequence[str]) -> dict[str, LoadedStream]:
+    """Several streams in one round trip."""
+    if len(stream_ids) == 1:
+        return {stream_ids[0]: await load(store, stream_ids[0])}
+    streams = await store.read_streams(stream_ids)
+    return {
+        stream_id: LoadedStream(stream_id, len(recorded), [typed(e) for e in recorded], recorded)
+        for stream_id, recorded in streams.items()
+    }
+
+
 async def execute(
     store: EventStore,
     context: CommandContext,
@@ -107,9 +118,7 @@ async def execute(
     )
     target = primary or (stream_ids[0] if stream_ids else None)
     for attempt in range(RETRIES):
-        loaded = {
-            stream_id: await load(store, stream_id) for stream_id in dict.fromkeys(stream_ids)
-        }
+        loaded = await load_many(store, list(dict.fromkeys(stream_ids)))
         if context.expected_version is not None and target is not None:
             actual = loaded[target].version if target in loaded else 0
             if actual != context.expected_version:

@@ -375,6 +375,25 @@ class EventStore:
         )
         return [row_to_event(row) for row in rows]
 
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Several streams in one query, each in version order (absent ones are empty)."""
+        rows = await self._pool.fetch(
+            f"SELECT {SELECT_EVENTS} FROM {self._s}.events WHERE stream_id = ANY($1::text[]) "
+            "ORDER BY stream_id, stream_version",
+            list(stream_ids),
+        )
+        streams: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in stream_ids}
+        for row in rows:
+            streams[row["stream_id"]].append(row_to_event(row))
+        return streams
+
+    async def existing_event_ids(self, event_ids: Sequence[UUID]) -> set[UUID]:
+        rows = await self._pool.fetch(
+            f"SELECT event_id FROM {self._s}.events WHERE event_id = ANY($1::uuid[])",
+            list(event_ids),
+        )
+        return {row["event_id"] for row in rows}
+
     async def read_all(
         self,
         *,

@@ -45,14 +45,21 @@ class Archive:
 
     # -- inputs -------------------------------------------------------------------------------
 
-    async def record(self, conn: Connection, events: Sequence[IncomingEvent]) -> set[str]:
-        """Keep the events; return the members they concern."""
+    async def record(self, conn: Connection, events: Sequence[IncomingEvent]) -> list[Input]:
+        """Keep the events; return those not kept before, as inputs."""
         rows = []
-        members: set[str] = set()
         for event in events:
             data = event.envelope.data
             named = sorted({str(data[f]) for f in MEMBER_FIELDS if data.get(f)})
-            members.update(named)
+            input_ = Input(
+                event.event_id,
+                event.type,
+                event.occurred_at,
+                event.recorded_at,
+                event.branch_id,
+                event.envelope.actor.id,
+                data,
+            )
             rows.append(
                 (
                     event.event_id,
@@ -65,14 +72,41 @@ class Archive:
                     named,
                     event.source,
                     event.position,
+                    input_.supersedes,
                 )
             )
-        await conn.executemany(
-            f"INSERT INTO {self._s}.inputs VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, "
-            "$10) ON CONFLICT (event_id) DO NOTHING",
-            rows,
+        inserted = await conn.fetch(
+            f"INSERT INTO {self._s}.inputs (event_id, type, occurred_at, recorded_at, branch_id, "
+            "actor_id, data, members, source, position, supersedes) "
+            "SELECT e, t, o, r, b, a, d, m::text[], s, p, x FROM unnest("
+            "$1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::text[], "
+            "$6::text[], $7::jsonb[], $8::text[], $9::text[], $10::bigint[], $11::uuid[]) "
+            "AS u(e, t, o, r, b, a, d, m, s, p, x) "
+            "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            *_columns(rows),
         )
-        return members
+        fresh = {r["event_id"] for r in inserted}
+        return [
+            Input(
+                e.event_id,
+                e.type,
+                e.occurred_at,
+                e.recorded_at,
+                e.branch_id,
+                e.envelope.actor.id,
+                e.envelope.data,
+            )
+            for e in events
+            if e.event_id in fresh
+        ]
+
+    async def inputs_since(self, start: datetime, conn: Connection | None = None) -> list[Input]:
+        rows = await (conn or self.pool).fetch(
+            f"SELECT {_INPUT_COLUMNS} FROM {self._s}.inputs WHERE occurred_at >= $1 "
+            "ORDER BY occurred_at, event_id",
+            start,
+        )
+        return [_input(r) for r in rows]
 
     async def inputs_of(
         self,
@@ -113,15 +147,6 @@ class Archive:
             since,
         )
         return [r["member"] for r in rows]
-
-    async def all_members(self) -> list[str]:
-        rows = await self.pool.fetch(
-            f"SELECT DISTINCT unnest(members) AS member FROM {self._s}.inputs ORDER BY 1"
-        )
-        adjusted = await self.pool.fetch(
-            f"SELECT DISTINCT member_id FROM {self._s}.adjustments WHERE approved_by IS NOT NULL"
-        )
-        return sorted({r["member"] for r in rows} | {r["member_id"] for r in adjusted})
 
     async def input_count(self) -> int:
         return int(await self.pool.fetchval(f"SELECT count(*) FROM {self._s}.inputs"))
@@ -189,16 +214,6 @@ class Archive:
 
     # -- live scores ----------------------------------------------------------------------------
 
-    async def save_scores(
-        self, conn: Connection, member_id: str, results: Iterable[MemberPeriod]
-    ) -> None:
-        await conn.execute(f"DELETE FROM {self._s}.member_scores WHERE member_id = $1", member_id)
-        await conn.executemany(
-            f"INSERT INTO {self._s}.member_scores VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, "
-            "$9)",
-            [score_row(r) for r in results],
-        )
-
     async def live_scores(
         self, *, period_id: str | None = None, branch_ids: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
@@ -237,6 +252,17 @@ class Archive:
             end,
         )
         return [_input(r) for r in rows]
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows turned into columns, for unnest(): the text[] of member names stays an array."""
+    columns: list[list[Any]] = [[] for _ in range(11)]
+    for row in rows:
+        for index, value in enumerate(row):
+            columns[index].append(value)
+    # unnest of a text[][] flattens it: members go as their text form and are cast back
+    columns[7] = ["{" + ",".join(f'"{m}"' for m in members) + "}" for members in columns[7]]
+    return columns
 
 
 def score_row(result: MemberPeriod) -> tuple[Any, ...]:

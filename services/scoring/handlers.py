@@ -3,12 +3,10 @@ four-eyes adjustments, closing and reopening periods."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
-from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from contracts.errors import FieldError
@@ -35,9 +33,9 @@ from services.scoring.domain.assessment import (
     branch_table,
     compute_period,
 )
-from services.scoring.domain.engine import Input, MemberPeriod, all_lines
+from services.scoring.domain.engine import MemberPeriod, all_lines
 from services.scoring.domain.regulation import Period, RegulationHistory, parse_document
-from services.scoring.ledger import DesiredLine, ledger_stream, reconcile
+from services.scoring.live import LiveScores
 
 
 class RegulationInvalid(Exception):
@@ -75,6 +73,7 @@ class ScoringService:
         self.projector = projector
         self.clock = clock
         self.zone = ZoneInfo(timezone)
+        self.live = LiveScores(store, archive, store.schema, self.zone)
 
     def end_of(self, day: date) -> datetime:
         return datetime.combine(day + timedelta(days=1), time(0), self.zone) - timedelta(
@@ -114,67 +113,13 @@ class ScoringService:
                 results[period_id] = result.members[member_id]
         return results
 
-    async def rescore(
-        self,
-        members: Iterable[str],
-        *,
-        conn: Connection | None = None,
-        causation: UUID | None = None,
-    ) -> None:
-        """Bring the live scores and the published ledger of these members up to date."""
-        history = await self.archive.regulations(conn=conn)
-        for member_id in sorted(set(members)):
-            results = await self.member_periods(member_id, conn=conn, history=history)
-            if any(r.branch_id is None for r in results.values()):
-                record = await self.directory.member(member_id)
-                branch = record.branch_id if record else None
-                results = {
-                    p: r if r.branch_id else replace(r, branch_id=branch)
-                    for p, r in results.items()
-                }
-            if conn is not None:
-                await self.archive.save_scores(conn, member_id, results.values())
-            else:
-                async with self.archive.pool.acquire() as own, own.transaction():
-                    await self.archive.save_scores(own, member_id, results.values())
-            inputs = await self.archive.inputs_of([member_id], conn=conn)
-            await self.publish_ledger(member_id, inputs, history, causation)
+    async def branches_of(self, members: Iterable[str]) -> dict[str, str]:
+        """Each member's branch, for ledger lines whose cause named none."""
+        return {m: r.branch_id for m, r in (await self.directory.members(members)).items()}
 
-    async def publish_ledger(
-        self,
-        member_id: str,
-        inputs: Sequence[Input],
-        history: RegulationHistory,
-        causation: UUID | None,
-    ) -> None:
-        record = await self.directory.member(member_id)
-        fallback = record.branch_id if record else None
-        desired = [
-            DesiredLine(
-                line.member_id,
-                line.branch_id or fallback or "unknown",
-                line.period_id,
-                line.rule_id,
-                line.regulation_id,
-                line.regulation_version,
-                line.points,
-                line.cause.event_id,
-                line.cause.type,
-                line.cause.occurred_at,
-                line.superseded,
-            )
-            for line in all_lines(inputs, history, self.zone)
-            if line.member_id == member_id
-        ]
-        stream = ledger_stream(member_id)
-        context = CommandContext("scoring", "system", causation_id=causation)
-        now = self.clock()
-        await execute(
-            self.store,
-            context,
-            [stream],
-            lambda loaded: reconcile(stream, loaded[stream], desired, now),
-        )
+    async def refresh(self, members: Iterable[str]) -> None:
+        async with self.archive.pool.acquire() as conn, conn.transaction():
+            await self.live.refresh(conn, members)
 
     # -- regulations -------------------------------------------------------------------------
 
@@ -219,8 +164,9 @@ class ScoringService:
             # Re-score what the new version governs: everything that occurred since it applies.
             since = datetime.combine(document.effective_from, time(0), self.zone)
             members = await self.archive.members_with_inputs_since(since)
-            adjusted = [a.member_id for a in await self.archive.adjustments()]
-            await self.rescore([*members, *adjusted], causation=result.event_ids[0])
+            await self.live.rescore_since(
+                since, result.event_ids[0], await self.branches_of(members)
+            )
         return result
 
     # -- adjustments -------------------------------------------------------------------------
@@ -325,9 +271,7 @@ class ScoringService:
         await self.settled()
         adjusted = await self.archive.adjustment(adjustment_id)
         if adjusted is not None:
-            await self.rescore(
-                [adjusted["member_id"]], causation=result.event_ids[0] if result.event_ids else None
-            )
+            await self.refresh([adjusted["member_id"]])
         return result
 
     # -- periods ------------------------------------------------------------------------------

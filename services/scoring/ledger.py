@@ -3,9 +3,9 @@
 regulation version and period. A line that no longer counts — its cause was corrected, or a
 revised regulation re-scored it — is reversed by an event of the opposite sign that cites it.
 
-The writer reconciles: it compares the lines the inputs give now with the lines already
-published and appends only the difference, so running it again, or for a redelivered input,
-appends nothing.
+Ledger events have ids derived from what they say (the line's cause, rule, version, member), so
+writing the same line twice — a redelivered input, a crash between writing and acknowledging —
+is recognised and skipped: each line and each reversal is published once.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from uuid import UUID, uuid4
+from uuid import UUID, uuid5
 
 from contracts.events import ScoreAwarded, ScoreDeducted
-from runtime.commands import Change, Decision, LoadedStream
+from runtime.eventstore import EventMetadata, EventStore, NewEvent, StreamAppend
+
+LEDGER_NAMESPACE = UUID("6b1c9f0e-5a3d-4f6e-9c2b-7d8e1f0a2b3c")
 
 Key = tuple[str, str, str, int, str]
 
@@ -27,75 +29,21 @@ def ledger_stream(member_id: str) -> str:
 
 
 @dataclass(frozen=True)
-class Published:
-    event_id: UUID
-    key: Key
-    points: Decimal
-    line: ScoreAwarded | ScoreDeducted
+class StoredLine:
+    """A line as scoring keeps it (the `lines` table)."""
 
-
-def _key(event: ScoreAwarded | ScoreDeducted) -> Key:
-    return (
-        str(event.cause_event_id),
-        event.rule_id,
-        event.regulation_id,
-        event.regulation_version,
-        event.member_id,
-    )
-
-
-def published(loaded: LoadedStream) -> tuple[dict[Key, Published], set[Key]]:
-    """The lines in force on the stream (not reversed) by key, and every key ever published."""
-    lines: dict[UUID, Published] = {}
-    reversed_ids: set[UUID] = set()
-    for recorded, event in zip(loaded.recorded, loaded.events, strict=True):
-        if not isinstance(event, ScoreAwarded | ScoreDeducted):
-            continue
-        if event.reverses_event_id is not None:
-            reversed_ids.add(event.reverses_event_id)
-        else:
-            lines[recorded.event_id] = Published(
-                recorded.event_id, _key(event), event.points, event
-            )
-    in_force = {p.key: p for p in lines.values() if p.event_id not in reversed_ids}
-    return in_force, {p.key for p in lines.values()}
-
-
-def _line_event(line: DesiredLine) -> ScoreAwarded | ScoreDeducted:
-    kind = ScoreAwarded if line.points > 0 else ScoreDeducted
-    return kind(
-        member_id=line.member_id,
-        branch_id=line.branch_id,
-        period_id=line.period_id,
-        points=line.points,
-        rule_id=line.rule_id,
-        regulation_id=line.regulation_id,
-        regulation_version=line.regulation_version,
-        cause_event_id=line.cause_event_id,
-        cause_type=line.cause_type,
-        cause_occurred_at=line.cause_occurred_at,
-    )
-
-
-def _reversal(of: ScoreAwarded | ScoreDeducted, of_id: UUID) -> ScoreAwarded | ScoreDeducted:
-    points = -of.points
-    kind = ScoreAwarded if points > 0 else ScoreDeducted
-    return kind(**{**of.model_dump(), "points": points, "reverses_event_id": of_id})
-
-
-@dataclass(frozen=True)
-class DesiredLine:
-    member_id: str
-    branch_id: str
-    period_id: str
+    cause_event_id: UUID
     rule_id: str
     regulation_id: str
     regulation_version: int
+    member_id: str
+    branch_id: str | None
+    period_id: str
     points: Decimal
-    cause_event_id: UUID
+    veto: bool
+    superseded: bool
     cause_type: str
     cause_occurred_at: datetime
-    superseded: bool
 
     @property
     def key(self) -> Key:
@@ -107,45 +55,89 @@ class DesiredLine:
             self.member_id,
         )
 
+    @property
+    def line_event_id(self) -> UUID:
+        return uuid5(LEDGER_NAMESPACE, "line|" + "|".join(map(str, self.key)))
 
-def reconcile(
-    stream: str, loaded: LoadedStream, desired: Sequence[DesiredLine], now: datetime
-) -> Decision:
-    """Reversals of what no longer counts first, then the lines that are missing."""
-    in_force, ever = published(loaded)
-    reversals: list[Change] = []
-    additions: list[Change] = []
+    @property
+    def reversal_event_id(self) -> UUID:
+        return uuid5(LEDGER_NAMESPACE, f"reversal|{self.line_event_id}")
 
-    def reverse(current: Published) -> None:
-        reversals.append(
-            Change(
-                stream,
-                _reversal(current.line, current.event_id),
-                now,
-                current.line.branch_id,
-                uuid4(),
+
+def _event(
+    line: StoredLine, points: Decimal, reverses: UUID | None, branch_fallback: str
+) -> ScoreAwarded | ScoreDeducted:
+    kind = ScoreAwarded if points > 0 else ScoreDeducted
+    return kind(
+        member_id=line.member_id,
+        branch_id=line.branch_id or branch_fallback,
+        period_id=line.period_id,
+        points=points,
+        rule_id=line.rule_id,
+        regulation_id=line.regulation_id,
+        regulation_version=line.regulation_version,
+        cause_event_id=line.cause_event_id,
+        cause_type=line.cause_type,
+        cause_occurred_at=line.cause_occurred_at,
+        reverses_event_id=reverses,
+    )
+
+
+def changes(
+    new: Sequence[StoredLine], gone: Sequence[StoredLine], branch_of: dict[str, str]
+) -> list[tuple[str, NewEvent, datetime]]:
+    """The ledger events for lines that appeared (and those born superseded, with their
+    reversal) and for lines that stopped counting."""
+    out: list[tuple[str, NewEvent, datetime]] = []
+
+    def add(line: StoredLine, event: ScoreAwarded | ScoreDeducted, event_id: UUID) -> None:
+        out.append(
+            (
+                ledger_stream(line.member_id),
+                NewEvent.from_payload(
+                    event,
+                    occurred_at=line.cause_occurred_at,
+                    branch_id=event.branch_id,
+                    event_id=event_id,
+                ),
+                line.cause_occurred_at,
             )
         )
 
-    wanted = {line.key: line for line in desired}
-    for key, published_line in sorted(in_force.items()):
-        wanted_line = wanted.get(key)
-        if (
-            wanted_line is None
-            or wanted_line.superseded
-            or wanted_line.points != published_line.points
-        ):
-            reverse(published_line)
-    for line in sorted(desired, key=lambda d: (d.cause_occurred_at, d.key)):
-        current = in_force.get(line.key)
-        still = current is not None and current.points == line.points
+    for line in gone:
+        if line.veto:
+            continue
+        fallback = branch_of.get(line.member_id, "unknown")
+        add(line, _event(line, -line.points, line.line_event_id, fallback), line.reversal_event_id)
+    for line in sorted(new, key=lambda each: (each.cause_occurred_at, each.key)):
+        if line.veto:
+            continue
+        fallback = branch_of.get(line.member_id, "unknown")
+        add(line, _event(line, line.points, None, fallback), line.line_event_id)
         if line.superseded:
-            if line.key not in ever:  # it never made it to the ledger: show it, and its end
-                event_id, event = uuid4(), _line_event(line)
-                additions.append(Change(stream, event, now, line.branch_id, event_id))
-                additions.append(
-                    Change(stream, _reversal(event, event_id), now, line.branch_id, uuid4())
-                )
-        elif not still:
-            additions.append(Change(stream, _line_event(line), now, line.branch_id, uuid4()))
-    return Decision([*reversals, *additions])
+            add(
+                line,
+                _event(line, -line.points, line.line_event_id, fallback),
+                line.reversal_event_id,
+            )
+    return out
+
+
+async def publish(
+    store: EventStore, events: Sequence[tuple[str, NewEvent, datetime]], causation: UUID | None
+) -> int:
+    """Append what is not on the ledger yet; return how many events were appended."""
+    if not events:
+        return 0
+    existing = await store.existing_event_ids([e.event_id for _, e, _ in events])
+    by_stream: dict[str, list[NewEvent]] = {}
+    for stream, event, _ in events:
+        if event.event_id not in existing:
+            by_stream.setdefault(stream, []).append(event)
+    if not by_stream:
+        return 0
+    await store.append(
+        *(StreamAppend(stream, batch) for stream, batch in by_stream.items()),
+        metadata=EventMetadata("scoring", "system", causation_id=causation),
+    )
+    return sum(len(batch) for batch in by_stream.values())

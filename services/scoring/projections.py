@@ -38,8 +38,10 @@ class ScoringInputs:
         self.event_types = event_types
 
     async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
-        members = await self._archive.record(conn, events)
-        await self._service.rescore(members, conn=conn)
+        fresh = await self._archive.record(conn, events)
+        unplaced = {m for i in fresh if i.branch_id is None for m in i.members()}
+        branch_of = await self._service.branches_of(unplaced) if unplaced else {}
+        await self._service.live.apply(conn, fresh, branch_of)
 
 
 class ScoringReadModels:

@@ -27,6 +27,8 @@ from contracts.events import (
     UnitRegistered,
 )
 from contracts.generate import SCHEMA_DIR, event_schema_name
+from services.scoring.ledger import StoredLine, changes, publish
+from services.scoring.live import LINE_COLUMNS
 from services.scoring.service import DEFINITION as SCORING
 from tests.conftest import REDIS_URL
 from tests.support.apps import Api, SettableClock, running, service_settings
@@ -397,9 +399,16 @@ async def test_the_published_ledger_names_causes_and_reverses_corrections(
     assert reversal["data"]["reverses_event_id"] == original["event_id"]
     assert original["data"]["regulation_id"] == "test-reg"
     assert original["data"]["cause_type"] == "attendance.recorded"
-    # Publishing the ledger again (a redelivery re-scores) adds nothing.
+    # Writing the same lines again (a redelivery after a crash) appends nothing.
+    context = world.api.context
+    rows = await context.pool.fetch(
+        f'SELECT {", ".join(LINE_COLUMNS)} FROM "{context.schema}".lines WHERE member_id = ANY($1)',
+        ["m01", "m05"],
+    )
+    lines = [StoredLine(**dict(r)) for r in rows]
+    assert len(lines) > 5
     before = await world.api.event_count()
-    await world.api.context.extras["scoring"].rescore(["m05", "m01"])
+    assert await publish(context.store, changes(lines, [], {}), None) == 0
     assert await world.api.event_count() == before
 
 

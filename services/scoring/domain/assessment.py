@@ -118,22 +118,24 @@ def compute_period(
     governing = governing_version.document
     lines = all_lines(inputs, history, zone) if lines is None else lines
     by_member: dict[str, list[Line]] = defaultdict(list)
-    branch_of: dict[str, str | None] = {}
+    # A member's branch: the greatest branch id among what scored them (one, in practice).
+    branches: dict[str, set[str]] = defaultdict(set)
     for line in lines:
         if line.period_id == period_id:
             by_member[line.member_id].append(line)
-            branch_of.setdefault(line.member_id, line.branch_id)
+            branches[line.member_id].update([line.branch_id] if line.branch_id else [])
     vetoes: dict[str, list[str]] = defaultdict(list)
     for input_ in inputs:
         if period.starts_on <= local_day(input_.occurred_at, zone) <= period.ends_on:
             for member, veto in vetoes_of(input_, governing):
                 vetoes[member].append(veto.id)
-                branch_of.setdefault(member, input_.branch_id)
+                branches[member].update([input_.branch_id] if input_.branch_id else [])
     adjusted: dict[str, list[Adjustment]] = defaultdict(list)
     for adjustment in adjustments:
         if adjustment.period_id == period_id:
             adjusted[adjustment.member_id].append(adjustment)
-            branch_of.setdefault(adjustment.member_id, adjustment.branch_id)
+            branches[adjustment.member_id].add(adjustment.branch_id)
+    branch_of: dict[str, str | None] = {m: max(b) if b else None for m, b in branches.items()}
     for participant in participants:
         branch_of[participant.member_id] = participant.branch_id
     results = {

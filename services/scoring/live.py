@@ -1,0 +1,303 @@
+"""The live view, kept current incrementally.
+
+Each input's lines are computed once, when it arrives (under the version in force on its day),
+and kept; a member's period result is then an aggregate of their lines, not a re-fold of their
+whole history. Supersession is decided by the set: an input is superseded when any input in the
+archive names it, whichever arrived first. A published revision recomputes the lines of what it
+governs. The replay check (queries.replay) folds everything from scratch with the pure engine
+and must find exactly the same rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, time
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from runtime.db import Connection
+from runtime.eventstore import EventStore
+from runtime.eventstore.schema import quote_schema
+from services.scoring.archive import Archive
+from services.scoring.domain.engine import (
+    ZERO,
+    Adjustment,
+    Input,
+    clamp,
+    lines_of,
+    local_day,
+    vetoes_of,
+)
+from services.scoring.domain.regulation import RegulationHistory
+from services.scoring.ledger import StoredLine, changes, publish
+
+LINE_COLUMNS = (
+    "cause_event_id",
+    "rule_id",
+    "regulation_id",
+    "regulation_version",
+    "member_id",
+    "branch_id",
+    "period_id",
+    "points",
+    "veto",
+    "superseded",
+    "cause_type",
+    "cause_occurred_at",
+)
+
+
+def compute_lines(
+    inputs: Iterable[Input], history: RegulationHistory, zone: ZoneInfo, superseded: set[UUID]
+) -> list[StoredLine]:
+    """The lines (and veto marks) of these inputs; the same as the pure engine gives."""
+    result = []
+    for input_ in inputs:
+        day = local_day(input_.occurred_at, zone)
+        version = history.in_force(day)
+        if version is None:
+            continue
+        period = version.document.period_of(day)
+        if period is None:
+            continue
+        gone = input_.event_id in superseded
+        for line in lines_of(input_, version, period):
+            result.append(
+                StoredLine(
+                    input_.event_id,
+                    line.rule_id,
+                    line.regulation_id,
+                    line.regulation_version,
+                    line.member_id,
+                    line.branch_id,
+                    period.id,
+                    line.points,
+                    False,
+                    gone,
+                    input_.type,
+                    input_.occurred_at,
+                )
+            )
+        governing = history.in_force(period.ends_on)
+        if governing is not None:
+            for member, veto in vetoes_of(input_, governing.document):
+                result.append(
+                    StoredLine(
+                        input_.event_id,
+                        f"veto:{veto.id}",
+                        governing.document.id,
+                        governing.document.version,
+                        member,
+                        input_.branch_id,
+                        period.id,
+                        ZERO,
+                        True,
+                        False,
+                        input_.type,
+                        input_.occurred_at,
+                    )
+                )
+    return result
+
+
+class LiveScores:
+    def __init__(self, store: EventStore, archive: Archive, schema: str, zone: ZoneInfo) -> None:
+        self.store = store
+        self.archive = archive
+        self._s = quote_schema(schema)
+        self.zone = zone
+
+    # -- arrival of inputs --------------------------------------------------------------------
+
+    async def apply(
+        self, conn: Connection, fresh: Sequence[Input], branch_of: dict[str, str]
+    ) -> None:
+        """Score inputs that just arrived (inside the consumer's transaction)."""
+        if not fresh:
+            return
+        history = await self.archive.regulations(conn=conn)
+        fresh_ids = [i.event_id for i in fresh]
+        born_superseded = {
+            r["supersedes"]
+            for r in await conn.fetch(
+                f"SELECT supersedes FROM {self._s}.inputs WHERE supersedes = ANY($1::uuid[])",
+                fresh_ids,
+            )
+        }
+        now_superseded = {i.supersedes for i in fresh if i.supersedes} - set(fresh_ids)
+        gone = await self._supersede(conn, now_superseded)
+        new = compute_lines(fresh, history, self.zone, born_superseded)
+        await self._insert_lines(conn, new)
+        members = {line.member_id for line in new} | {line.member_id for line in gone}
+        await self.refresh(conn, members, history)
+        await publish(self.store, changes(new, gone, branch_of), None)
+
+    async def _supersede(self, conn: Connection, causes: set[UUID]) -> list[StoredLine]:
+        if not causes:
+            return []
+        rows = await conn.fetch(
+            f"UPDATE {self._s}.lines SET superseded = true WHERE cause_event_id = ANY($1::uuid[]) "
+            f"AND NOT superseded AND NOT veto RETURNING {', '.join(LINE_COLUMNS)}",
+            list(causes),
+        )
+        return [_line(r) for r in rows]
+
+    async def _insert_lines(self, conn: Connection, lines: Sequence[StoredLine]) -> None:
+        if lines:
+            await conn.copy_records_to_table(
+                "lines",
+                schema_name=self._s.strip('"'),
+                columns=LINE_COLUMNS,
+                records=[tuple(getattr(line, c) for c in LINE_COLUMNS) for line in lines],
+            )
+
+    # -- a revision -----------------------------------------------------------------------------
+
+    async def rescore_since(
+        self, since: datetime, causation: UUID, branch_of: dict[str, str]
+    ) -> None:
+        """Recompute the lines of every input a newly published version may govern."""
+        history = await self.archive.regulations()
+        earliest = min(
+            (
+                p.starts_on
+                for p in history.periods().values()
+                if datetime.combine(p.ends_on, time(23, 59), self.zone) >= since
+            ),
+            default=None,
+        )
+        if earliest is None:
+            return
+        start = datetime.combine(earliest, time(0), self.zone)
+        async with self.archive.pool.acquire() as conn, conn.transaction():
+            inputs = await self.archive.inputs_since(start, conn=conn)
+            ids = [i.event_id for i in inputs]
+            superseded = {
+                r["supersedes"]
+                for r in await conn.fetch(
+                    f"SELECT supersedes FROM {self._s}.inputs WHERE supersedes IS NOT NULL"
+                )
+            }
+            old = [
+                _line(r)
+                for r in await conn.fetch(
+                    f"DELETE FROM {self._s}.lines WHERE cause_event_id = ANY($1::uuid[]) "
+                    f"RETURNING {', '.join(LINE_COLUMNS)}",
+                    ids,
+                )
+            ]
+            new = compute_lines(inputs, history, self.zone, superseded)
+            await self._insert_lines(conn, new)
+            old_keys = {(line.key, line.points) for line in old}
+            new_keys = {(line.key, line.points) for line in new}
+            gone = [
+                line
+                for line in old
+                if (line.key, line.points) not in new_keys and not line.superseded
+            ]
+            added = [line for line in new if (line.key, line.points) not in old_keys]
+            members = (
+                {line.member_id for line in old}
+                | {line.member_id for line in new}
+                | {a.member_id for a in await self.archive.adjustments(conn=conn)}
+            )
+            await self.refresh(conn, members, history)
+            await publish(self.store, changes(added, gone, branch_of), causation)
+
+    # -- the aggregate ----------------------------------------------------------------------------
+
+    async def refresh(
+        self, conn: Connection, members: Iterable[str], history: RegulationHistory | None = None
+    ) -> None:
+        """Recompute the live rows of these members from their lines and adjustments."""
+        members = sorted(set(members))
+        if not members:
+            return
+        history = history or await self.archive.regulations(conn=conn)
+        rows = await conn.fetch(
+            f"SELECT member_id, period_id, rule_id, veto, max(branch_id) AS branch_id, "
+            "sum(points) FILTER (WHERE NOT superseded) AS points, "
+            "count(*) FILTER (WHERE NOT superseded) AS active "
+            f"FROM {self._s}.lines WHERE member_id = ANY($1::text[]) "
+            "GROUP BY member_id, period_id, rule_id, veto",
+            members,
+        )
+        adjustments = await self.archive.adjustments(members, conn=conn)
+        results = aggregate(rows, adjustments, history)
+        await conn.execute(
+            f"DELETE FROM {self._s}.member_scores WHERE member_id = ANY($1)", members
+        )
+        if results:
+            await conn.executemany(
+                f"INSERT INTO {self._s}.member_scores VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, "
+                "$8, $9)",
+                results,
+            )
+
+
+def aggregate(
+    rows: Sequence[asyncpg.Record | dict[str, Any]],
+    adjustments: Sequence[Adjustment],
+    history: RegulationHistory,
+) -> list[tuple[Any, ...]]:
+    """Live rows (as archive.score_row makes them) from line sums and adjustments."""
+    import orjson
+
+    periods = history.periods()
+    cells: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {"rules": {}, "vetoes": set(), "lines": 0, "branches": set(), "adjustments": ZERO}
+    )
+    for row in rows:
+        cell = cells[(row["member_id"], row["period_id"])]
+        if row["branch_id"]:
+            cell["branches"].add(row["branch_id"])
+        if row["veto"]:
+            cell["vetoes"].add(row["rule_id"].removeprefix("veto:"))
+        elif row["active"]:
+            cell["rules"][row["rule_id"]] = (Decimal(row["points"]), row["active"])
+    for adjustment in adjustments:
+        cell = cells[(adjustment.member_id, adjustment.period_id)]
+        cell["adjustments"] += adjustment.points
+        cell["branches"].add(adjustment.branch_id)
+    result = []
+    for (member, period_id), cell in sorted(cells.items()):
+        period = periods.get(period_id)
+        governing = history.in_force(period.ends_on) if period else None
+        if governing is None:
+            continue
+        document = governing.document
+        caps = {rule.id: rule.cap for rule in document.rules}
+        by_rule = {}
+        for rule_id, (points, _) in sorted(cell["rules"].items()):
+            cap = caps.get(rule_id)
+            by_rule[rule_id] = points if cap is None else clamp(points, -cap, cap)
+        total = clamp(
+            document.base + sum(by_rule.values(), ZERO) + cell["adjustments"],
+            document.floor,
+            document.ceiling,
+        )
+        if cell["vetoes"]:
+            total = document.floor
+        result.append(
+            (
+                member,
+                period_id,
+                max(cell["branches"]) if cell["branches"] else None,
+                total,
+                orjson.dumps({k: str(v) for k, v in by_rule.items()}).decode(),
+                cell["adjustments"],
+                sorted(cell["vetoes"]),
+                sum(active for _, active in cell["rules"].values()),
+                document.version,
+            )
+        )
+    return result
+
+
+def _line(row: asyncpg.Record) -> StoredLine:
+    return StoredLine(**{c: row[c] for c in LINE_COLUMNS})
