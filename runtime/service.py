@@ -201,10 +201,10 @@ async def start_service(
         context.directory = Directory(pool, schema)
     definition.setup(context)
     projections = list(definition.projections(context))
-    if definition.uses_directory:
-        projections.insert(0, MemberDirectory(schema))  # before the projections that use it
-    if projections:
-        context.projector = Projector(pool, schema, projections)
+    # The directory is committed before the projections that read it act.
+    eager = [MemberDirectory(schema)] if definition.uses_directory else []
+    if projections or eager:
+        context.projector = Projector(pool, schema, projections, eager)
     families = tuple(
         dict.fromkeys([*definition.consumes, *(["member"] if definition.uses_directory else [])])
     )

@@ -8,7 +8,14 @@ from contracts.events.activity import (
     ExpenseRecorded,
 )
 from contracts.events.attendance import AttendanceCorrected, AttendanceRecorded
-from contracts.events.deadline import DeadlineMet, DeadlineMissed, DeadlineScheduled, ReminderSent
+from contracts.events.deadline import (
+    DeadlineMet,
+    DeadlineMissed,
+    DeadlineScheduled,
+    DeadlineWithdrawn,
+    ReminderFailed,
+    ReminderSent,
+)
 from contracts.events.member import (
     AgreementSigned,
     CategoryChanged,
@@ -60,6 +67,7 @@ __all__ = [
     "DeadlineMet",
     "DeadlineMissed",
     "DeadlineScheduled",
+    "DeadlineWithdrawn",
     "ExpenseRecorded",
     "GroupLinkEstablished",
     "MemberConverted",
@@ -73,6 +81,7 @@ __all__ = [
     "PlaqueWithdrawn",
     "ProbationExtended",
     "RegulationPublished",
+    "ReminderFailed",
     "ReminderSent",
     "ReportCadenceSet",
     "ReportRequired",

@@ -44,6 +44,8 @@ class DeadlineScheduled(_DeadlineFamily):
     due_at: Instant
     revision: int = Field(ge=1)
     cause_event_id: UUID | None
+    group_id: Identifier | None = None  # a group meeting: only its group is reminded
+    cause_position: int | None = None  # the cause's position in its producer's log
 
 
 class DeadlineMet(_DeadlineFamily):
@@ -53,11 +55,33 @@ class DeadlineMet(_DeadlineFamily):
     cause_event_id: UUID | None
 
 
+class DeadlineWithdrawn(_DeadlineFamily):
+    """The cause of a deadline went away (a meeting cancelled, an obligation withdrawn)."""
+
+    event_type: ClassVar[str] = "deadline.withdrawn"
+
+    reason: ShortText
+    cause_event_id: UUID | None
+
+
 class DeadlineMissed(_DeadlineFamily):
     event_type: ClassVar[str] = "deadline.missed"
 
     due_at: Instant
     noticed_at: Instant
+
+
+class ReminderFailed(_DeadlineFamily):
+    """A reminder that could not be delivered after every retry: a dead letter."""
+
+    event_type: ClassVar[str] = "reminder.failed"
+
+    recipient_id: Identifier
+    channel: Channel
+    lead_seconds: int
+    failed_at: Instant
+    attempts: int = Field(ge=1)
+    reason: ShortText
 
 
 class ReminderSent(_DeadlineFamily):

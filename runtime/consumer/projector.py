@@ -31,10 +31,22 @@ class Projection(Protocol):
 
 
 class Projector:
-    def __init__(self, pool: asyncpg.Pool, schema: str, projections: Sequence[Projection]) -> None:
+    """`eager` projections must be idempotent (applying an event twice changes nothing): they
+    are applied, and committed, before the others, so that what the others do outside their
+    transaction (appending events, which other readers then act on) already finds them. The
+    organisation directory is one."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        projections: Sequence[Projection],
+        eager: Sequence[Projection] = (),
+    ) -> None:
         self._pool = pool
         self._s = quote_schema(schema)
         self.projections = tuple(projections)
+        self.eager = tuple(eager)
 
     async def apply(self, events: Sequence[IncomingEvent]) -> int:
         """Apply the events not applied before, in one transaction; return how many were new."""
@@ -44,6 +56,11 @@ class Projector:
         if not unique:
             return 0
         batch = list(unique.values())
+        for projection in self.eager:
+            mine = [e for e in batch if e.type in projection.event_types]
+            if mine:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await projection.apply(conn, mine)
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"INSERT INTO {self._s}.inbox (event_id, source, position) "

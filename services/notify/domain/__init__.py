@@ -1,0 +1,1 @@
+"""The notify domain: deadlines from events, the reminder plan, messages. Pure."""
