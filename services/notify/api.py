@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -18,6 +19,10 @@ from services.notify.queries import NotifyQueries
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 403, 422, 503))
 
 Status = Annotated[Literal["upcoming", "overdue", "all"], Query()]
+AsOf = Annotated[
+    datetime | None,
+    Query(description="upcoming and overdue as seen at this instant (default: now)"),
+]
 
 
 def _queries(request: Request) -> NotifyQueries:
@@ -53,14 +58,20 @@ async def _read_branch(request: Request, principal: Principal, branch_id: str) -
     summary="A member's deadlines (upcoming by default)",
 )
 async def member_deadlines(
-    member_id: str, request: Request, principal: CurrentPrincipal, status: Status = "upcoming"
+    member_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    status: Status = "upcoming",
+    as_of: AsOf = None,
 ) -> list[dict[str, Any]]:
     if principal.member_id != member_id:
         member = await _directory(request).member(member_id)
         if member is None:
             raise _not_found(f"member {member_id}")
         await _read_branch(request, principal, member.branch_id)
-    return await _queries(request).deadlines(status=status, now=_now(request), member_id=member_id)
+    return await _queries(request).deadlines(
+        status=status, now=as_of or _now(request), member_id=member_id
+    )
 
 
 @router.get(
@@ -69,11 +80,15 @@ async def member_deadlines(
     summary="A branch's deadlines (upcoming by default)",
 )
 async def branch_deadlines(
-    branch_id: str, request: Request, principal: CurrentPrincipal, status: Status = "upcoming"
+    branch_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    status: Status = "upcoming",
+    as_of: AsOf = None,
 ) -> list[dict[str, Any]]:
     await _read_branch(request, principal, branch_id)
     return await _queries(request).deadlines(
-        status=status, now=_now(request), branch_ids=[branch_id]
+        status=status, now=as_of or _now(request), branch_ids=[branch_id]
     )
 
 
@@ -83,14 +98,20 @@ async def branch_deadlines(
     summary="Every branch of a school (overdue by default)",
 )
 async def school_deadlines(
-    school_id: str, request: Request, principal: CurrentPrincipal, status: Status = "overdue"
+    school_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    status: Status = "overdue",
+    as_of: AsOf = None,
 ) -> list[dict[str, Any]]:
     if not (principal.reads_everything or school_id in principal.schools):
         raise AccessDenied(f"{principal.role} {principal.subject} may not read school {school_id}")
     branches = [
         u.unit_id for u in await _directory(request).units("branch") if u.parent_id == school_id
     ]
-    return await _queries(request).deadlines(status=status, now=_now(request), branch_ids=branches)
+    return await _queries(request).deadlines(
+        status=status, now=as_of or _now(request), branch_ids=branches
+    )
 
 
 @router.get(

@@ -277,6 +277,12 @@ async def approve_adjustment(
 # -- periods ------------------------------------------------------------------------------------
 
 
+class Close(BaseModel):
+    closed_on: date | None = Field(
+        None, description="the day the branch closed it (default: today); not in the future"
+    )
+
+
 @router.post(
     "/branches/{branch_id}/periods/{period_id}/close",
     tags=["periods"],
@@ -290,9 +296,11 @@ async def close_period(
     response: Response,
     principal: CurrentPrincipal,
     command: Command,
+    body: Close | None = None,
 ) -> Accepted:
     await _write_branch(request, principal, branch_id)
-    result = await _service(request).close_period(branch_id, period_id, command)
+    closed_on = body.closed_on if body else None
+    result = await _service(request).close_period(branch_id, period_id, command, closed_on)
     return accepted(result, response)
 
 

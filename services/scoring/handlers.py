@@ -312,9 +312,22 @@ class ScoringService:
         return result, branch_table(result, branch_id, participants), participants
 
     async def close_period(
-        self, branch_id: str, period_id: str, context: CommandContext
+        self,
+        branch_id: str,
+        period_id: str,
+        context: CommandContext,
+        closed_on: date | None = None,
     ) -> AppendResult:
         stream = assessment_stream(branch_id, period_id)
+        closed_at = self.clock()
+        if closed_on is not None:
+            if closed_on > closed_at.astimezone(self.zone).date():
+                raise CommandRefused(
+                    "closed_in_future",
+                    "a period cannot be closed on a day that has not come",
+                    field="closed_on",
+                )
+            closed_at = min(closed_at, self.end_of(closed_on))
         computed = await self.branch_result(branch_id, period_id)
         if computed is None:
             raise CommandRefused("period_unknown", f"the regulation has no period {period_id}")
@@ -329,13 +342,12 @@ class ScoringService:
                     f"period {period_id} of branch {branch_id} is closed "
                     f"(revision {len(closes)}); reopen it first",
                 )
-            now = self.clock()
             event = AssessmentClosed(
                 branch_id=branch_id,
                 period_id=period_id,
                 regulation_id=result.governing.id,
                 regulation_version=result.governing.version,
-                closed_at=now,
+                closed_at=closed_at,
                 revision=len(closes) + 1,
                 results=[
                     AssessmentResult(
@@ -346,7 +358,7 @@ class ScoringService:
                 excellent=[r.member_id for r in table if r.classification == "excellent"],
                 lagging=[r.member_id for r in table if r.classification == "lagging"],
             )
-            return Decision([Change(stream, event, now, branch_id)])
+            return Decision([Change(stream, event, closed_at, branch_id)])
 
         closed = await execute(self.store, context, [stream], decide)
         await self.settled()
