@@ -108,8 +108,9 @@ def token_authority(settings: Settings) -> TokenAuthority:
     )
 
 
-async def ensure_database(dsn: str) -> None:
-    """Create the database named in the DSN when it does not exist yet (first start)."""
+async def ensure_database(dsn: str) -> bool:
+    """Create the database named in the DSN when it does not exist yet (first start); say
+    whether it was created."""
     try:
         conn = await asyncpg.connect(dsn)
     except asyncpg.InvalidCatalogNameError:
@@ -119,12 +120,13 @@ async def ensure_database(dsn: str) -> None:
         try:
             await admin.execute(f'CREATE DATABASE "{name}"')
             log.info("database created", database=name)
+            return True
         except asyncpg.DuplicateDatabaseError:
-            pass
+            return False
         finally:
             await admin.close()
-    else:
-        await conn.close()
+    await conn.close()
+    return False
 
 
 async def connect_database(settings: Settings, *, attempts: int = 30) -> asyncpg.Pool:
@@ -164,7 +166,7 @@ async def start_service(
 ) -> ServiceContext:
     pool = await connect_database(settings)
     schema = settings.schema_for(definition.name)
-    applied = await migrate_service(pool, definition, schema)
+    applied = await migrate_service(pool, definition, schema) if settings.migrate_on_start else []
     if applied:
         log.info("migrations applied", service=definition.name, schema=schema, applied=applied)
     redis_client = redis.Redis.from_url(settings.redis_url)

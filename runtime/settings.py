@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     )
     db_schema: str | None = Field(None, description="schema name (default: the service name)")
     db_pool_size: int = Field(10, ge=1, description="connections per service process")
+    migrate_on_start: bool = Field(
+        True, description="apply migrations at start (off when running as a restricted role)"
+    )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the event streams")
     stream_prefix: str = Field("party", description="prefix of every stream key, `party:member`")
     stream_maxlen: int = Field(

@@ -134,6 +134,42 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _provision(user_prefix: str) -> dict[str, dict[str, str]]:
+    from services.provision import new_credentials, provision_database, provision_redis
+
+    settings = Settings()
+    definitions = resolve(["all"])
+    pool = await connect_database(settings)
+    try:
+        for definition in definitions:
+            await migrate_service(pool, definition, settings.schema_for(definition.name))
+    finally:
+        await pool.close()
+    credentials = new_credentials(definitions, user_prefix)
+    schemas = {d.name: settings.schema_for(d.name) for d in definitions}
+    databases = await provision_database(settings.database_url, definitions, credentials, schemas)
+    redises = await provision_redis(
+        settings.redis_url, settings.stream_prefix, definitions, credentials
+    )
+    for name in databases:
+        print(f"{name}: PostgreSQL role and Redis user {credentials[name].user}")
+    return {
+        name: {"database_url": databases[name], "redis_url": redises[name]} for name in databases
+    }
+
+
+def _write_credentials(out: str, credentials: dict[str, dict[str, str]]) -> int:
+    import json
+    from pathlib import Path
+
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(credentials, indent=2))
+    target.chmod(0o600)
+    print(f"credentials written to {target}")
+    return 0
+
+
 def _contracts(check: bool) -> int:
     from services.documents import stale_documents, write_documents
 
@@ -163,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--school", action="append", default=[], help="school in scope (repeat)")
     tok.add_argument("--member", help="the member id of a member's token")
     tok.add_argument("--ttl-hours", type=float, default=8.0)
+    pro = commands.add_parser("provision", help="least-privilege roles and Redis users")
+    pro.add_argument("--out", default=".run/credentials.json", help="where to write them")
+    pro.add_argument("--user-prefix", default="party")
     con = commands.add_parser("contracts", help="regenerate the published documents")
     con.add_argument("--check", action="store_true", help="only list stale documents")
     args = parser.parse_args(argv)
@@ -175,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_verify(args.services))
     if args.command == "token":
         return _token(args)
+    if args.command == "provision":
+        return _write_credentials(args.out, asyncio.run(_provision(args.user_prefix)))
     return _contracts(args.check)
 
 

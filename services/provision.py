@@ -1,0 +1,227 @@
+"""Least privilege for each service (DESIGN §6): a PostgreSQL role per service that can read
+and append to its own event log but never change or delete a row of it, and a Redis ACL user
+per service that can publish only its own families and only read (as a consumer group) the
+families it consumes.
+
+    party provision [--env-file .run/services.env]   # as the database and Redis admin
+
+Run after the migrations (the roles get rights on the tables that exist).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+import redis.asyncio as redis
+
+from runtime.eventstore.schema import quote_schema
+from runtime.service import ServiceDefinition
+
+#: The event families each service publishes (and nobody else).
+PRODUCES: dict[str, tuple[str, ...]] = {
+    "roster": ("member",),
+    "activities": ("activity", "attendance", "report"),
+    "scoring": ("score",),
+    "notify": ("deadline",),
+}
+
+#: Commands a consumer needs on a stream it reads: never XADD, XDEL, XTRIM or DEL.
+CONSUMER_COMMANDS = (
+    "+xreadgroup",
+    "+xack",
+    "+xautoclaim",
+    "+xclaim",
+    "+xpending",
+    "+xgroup|create",
+    "+xgroup|delconsumer",
+    "+xinfo|groups",
+    "+xinfo|consumers",
+    "+xinfo|stream",
+    "+xlen",
+    "+xrange",
+    "+xrevrange",
+)
+CONNECTION_COMMANDS = (
+    "+@connection",
+    "+info",
+    "+client|setname",
+    "+client|id",
+    "+client|getname",
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    service: str
+    user: str
+    password: str
+
+
+def consumed(definition: ServiceDefinition) -> tuple[str, ...]:
+    families = [*definition.consumes, *(["member"] if definition.uses_directory else [])]
+    return tuple(dict.fromkeys(f for f in families if f not in PRODUCES[definition.name]))
+
+
+def redis_rules(definition: ServiceDefinition, prefix: str, password: str) -> list[str]:
+    """The ACL SETUSER rules of a service's Redis user."""
+    name = definition.name
+    own = [f"~{prefix}:{family}" for family in PRODUCES[name]]
+    own += [f"~{prefix}:relay:{name}", f"~{prefix}:deadletter:{name}"]
+    if name == "notify":
+        own += [f"~{prefix}:notifications", f"~{prefix}:notified:*"]
+    rules = [
+        "reset",
+        "on",
+        f">{password}",
+        *CONNECTION_COMMANDS,
+        "+ping",
+        *own,
+        "+@read",
+        "+@write",
+        "+@stream",
+        "+@transaction",
+        "+@scripting",
+        "-@dangerous",
+    ]
+    reads = consumed(definition)
+    if reads:
+        keys = " ".join(f"~{prefix}:{family}" for family in reads)
+        rules.append(f"({keys} {' '.join(CONSUMER_COMMANDS)})")
+    return rules
+
+
+async def provision_redis(
+    admin_url: str,
+    prefix: str,
+    definitions: Sequence[ServiceDefinition],
+    credentials: Mapping[str, Credentials],
+) -> dict[str, str]:
+    """Create or replace each service's ACL user; return the service's Redis URL."""
+    client = redis.Redis.from_url(admin_url)
+    urls = {}
+    try:
+        for definition in definitions:
+            c = credentials[definition.name]
+            await client.execute_command(  # type: ignore[no-untyped-call]
+                "ACL", "SETUSER", c.user, *redis_rules(definition, prefix, c.password)
+            )
+            urls[definition.name] = _with_user(admin_url, c.user, c.password)
+    finally:
+        await client.aclose()
+    return urls
+
+
+async def provision_database(
+    admin_dsn: str,
+    definitions: Sequence[ServiceDefinition],
+    credentials: Mapping[str, Credentials],
+    schema_of: Mapping[str, str],
+) -> dict[str, str]:
+    """Create or update each service's login role; return the service's database URL."""
+    conn = await asyncpg.connect(admin_dsn)
+    urls = {}
+    try:
+        database = await conn.fetchval("SELECT current_database()")
+        for definition in definitions:
+            c = credentials[definition.name]
+            schema = quote_schema(schema_of[definition.name])
+            role = f'"{c.user}"'
+            exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", c.user)
+            verb = "ALTER" if exists else "CREATE"
+            await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{_literal(c.password)}'")
+            await conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+            await conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+            tables = [
+                r["table_name"]
+                for r in await conn.fetch(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+                    schema_of[definition.name],
+                )
+            ]
+            for table in tables:
+                if table == "events":
+                    # The log: read and append, nothing else (DESIGN §6).
+                    await conn.execute(f"REVOKE ALL ON {schema}.events FROM {role}")
+                    await conn.execute(f"GRANT SELECT, INSERT ON {schema}.events TO {role}")
+                else:
+                    await conn.execute(
+                        f'GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {schema}."{table}" '
+                        f"TO {role}"
+                    )
+            urls[definition.name] = _with_user(admin_dsn, c.user, c.password)
+    finally:
+        await conn.close()
+    return urls
+
+
+def new_credentials(
+    definitions: Sequence[ServiceDefinition], user_prefix: str = "party"
+) -> dict[str, Credentials]:
+    return {
+        d.name: Credentials(d.name, f"{user_prefix}_{d.name}", secrets.token_urlsafe(18))
+        for d in definitions
+    }
+
+
+def _with_user(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{quote(user)}:{quote(password)}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _literal(text: str) -> str:
+    return text.replace("'", "''")
+
+
+async def unprovision(
+    admin_dsn: str,
+    admin_redis_url: str,
+    prefix: str,
+    user_prefix: str,
+    *,
+    services: Sequence[str] = tuple(PRODUCES),
+    drop_database: bool = False,
+    drop_schemas: Sequence[str] = (),
+) -> None:
+    """Undo `provision` and delete the streams; if asked, drop the whole database or only the
+    services' schemas. For `down --purge` and for tests."""
+    users = [f"{user_prefix}_{name}" for name in services]
+    base, _, database = admin_dsn.rpartition("/")
+    database = database.split("?")[0]
+    if drop_database:
+        admin = await asyncpg.connect(f"{base}/postgres")
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                database,
+            )
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
+            for user in users:
+                await admin.execute(f'DROP ROLE IF EXISTS "{user}"')
+        finally:
+            await admin.close()
+    else:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            for schema in drop_schemas:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {quote_schema(schema)} CASCADE")
+            for user in users:
+                if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", user):
+                    await conn.execute(f'DROP OWNED BY "{user}"')
+                    await conn.execute(f'DROP ROLE "{user}"')
+        finally:
+            await conn.close()
+    client = redis.Redis.from_url(admin_redis_url)
+    try:
+        for user in users:
+            await client.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+    finally:
+        await client.aclose()

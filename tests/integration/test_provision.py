@@ -1,0 +1,99 @@
+"""Least privilege: each service's PostgreSQL role and Redis user can do its job and no more."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import asyncpg
+import pytest
+import redis.asyncio as redis
+from redis.exceptions import NoPermissionError
+
+from runtime.eventstore import EventMetadata, EventStore, NewEvent, StreamAppend, migrate
+from services.provision import new_credentials, provision_database, provision_redis
+from services.registry import SERVICES
+from tests.conftest import REDIS_URL
+
+
+@pytest.fixture
+async def provisioned(
+    pool: asyncpg.Pool, database_url: str, stream_prefix: str
+) -> AsyncIterator[tuple[dict[str, str], dict[str, str], dict[str, str]]]:
+    definitions = list(SERVICES.values())
+    tag = uuid4().hex[:6]
+    schemas = {d.name: f"t_{tag}_{d.name}" for d in definitions}
+    async with pool.acquire() as conn:
+        for definition in definitions:
+            await migrate(conn, schemas[definition.name], definition.migrations())
+    credentials = new_credentials(definitions, f"t{tag}")
+    databases = await provision_database(database_url, definitions, credentials, schemas)
+    redises = await provision_redis(REDIS_URL, stream_prefix, definitions, credentials)
+    try:
+        yield databases, redises, schemas
+    finally:
+        admin = redis.Redis.from_url(REDIS_URL)
+        for c in credentials.values():
+            await admin.acl_deluser(c.user)
+        await admin.aclose()
+        async with pool.acquire() as conn:
+            for schema in schemas.values():
+                await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            for c in credentials.values():
+                await conn.execute(f'DROP OWNED BY "{c.user}"')
+                await conn.execute(f'DROP ROLE "{c.user}"')
+
+
+async def test_the_roster_role_appends_but_cannot_change_an_event_row(
+    provisioned: tuple[dict[str, str], dict[str, str], dict[str, str]],
+) -> None:
+    databases, _, schemas = provisioned
+    pool = await asyncpg.create_pool(databases["roster"], min_size=1, max_size=2)
+    assert pool is not None
+    store = EventStore(pool, schemas["roster"])
+    try:
+        await store.append(
+            StreamAppend("s", [NewEvent("member.moved", {"n": 1}, datetime.now(UTC))]),
+            metadata=EventMetadata("sec", "branch_secretary"),
+        )
+        assert len(await store.read_stream("s")) == 1
+        s = f'"{schemas["roster"]}"'
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await pool.execute(f"UPDATE {s}.events SET type = 'x.y'")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await pool.execute(f"DELETE FROM {s}.events")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await pool.execute(f'SELECT count(*) FROM "{schemas["scoring"]}".events')
+    finally:
+        await store.close()
+        await pool.close()
+
+
+async def test_the_roster_redis_user_cannot_publish_scores(
+    provisioned: tuple[dict[str, str], dict[str, str], dict[str, str]],
+    stream_prefix: str,
+    redis_client: redis.Redis,
+) -> None:
+    _, redises, _ = provisioned
+    roster = redis.Redis.from_url(redises["roster"])
+    scoring = redis.Redis.from_url(redises["scoring"])
+    try:
+        await roster.xadd(f"{stream_prefix}:member", {"type": "member.moved"})
+        with pytest.raises(NoPermissionError):
+            await roster.xadd(f"{stream_prefix}:score", {"type": "score.awarded"})
+        # Roster reads the score stream as a consumer (the performance categories) …
+        await scoring.xadd(f"{stream_prefix}:score", {"type": "assessment.closed"})
+        await roster.xgroup_create(f"{stream_prefix}:score", "roster", id="0")
+        read = await roster.xreadgroup("roster", "r1", {f"{stream_prefix}:score": ">"})
+        assert len(read[0][1]) == 1
+        # … but cannot delete from it, nor touch another service's keys.
+        with pytest.raises(NoPermissionError):
+            await roster.delete(f"{stream_prefix}:score")
+        with pytest.raises(NoPermissionError):
+            await roster.set(f"{stream_prefix}:relay:scoring", 0)
+        with pytest.raises(NoPermissionError):
+            await scoring.xadd(f"{stream_prefix}:member", {"type": "member.enrolled"})
+    finally:
+        await roster.aclose()
+        await scoring.aclose()
