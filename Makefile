@@ -1,10 +1,10 @@
-# The commands a developer needs. `make run` and `make test` are the two in the README.
+# The commands a developer needs. `make up` and `make test` are the two in the README.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench contracts lock clean
+.PHONY: install up down status run test lint bench contracts lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,6 +12,15 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+up:  ## the whole stack with least-privilege credentials, then the plan's scenario and its report
+	$(PYTHON) deploy/local/stack.py up
+
+down:  ## stop every process `make up` started (`make down PURGE=1` also drops its data)
+	$(PYTHON) deploy/local/stack.py down $(if $(PURGE),--purge)
+
+status:
+	$(PYTHON) deploy/local/stack.py status
 
 run: $(STAMP)  ## the four services against PostgreSQL and Redis on localhost
 	$(BIN)/party serve all

@@ -78,6 +78,21 @@ async def events(
     )
 
 
+class Progress(BaseModel):
+    service: str
+    head_position: int = Field(description="events this service has recorded")
+    inbox: int = Field(description="events from other services it has applied")
+
+
+@audit_router.get("/progress", summary="How far this service has got: its log and its inbox")
+async def progress(request: Request, principal: CurrentPrincipal) -> Progress:
+    principal.require_role("auditor", "university_admin")
+    context = _context(request)
+    head, _ = await context.store.head()
+    inbox = await context.pool.fetchval(f'SELECT count(*) FROM "{context.schema}".inbox')
+    return Progress(service=context.definition.name, head_position=head, inbox=int(inbox))
+
+
 @audit_router.get("/dead-letters", summary="Entries this service could not consume")
 async def dead_letters(
     request: Request,

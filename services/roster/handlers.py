@@ -96,7 +96,7 @@ class RosterService:
                 command, organisation.fold(loaded[own].events), parent_state
             )
             branch = {"branch": command.unit_id, "group": command.parent_id}.get(command.kind)
-            return self._changes(own, events, self.today(), branch)
+            return self._changes(own, events, command.established_on or self.today(), branch)
 
         return await self._run(context, [own, *([parent] if parent else [])], decide)
 

@@ -18,7 +18,7 @@ same event always concerns the same deadline:
 * org.unit_registered (a branch): the calendar of fixed reviews for this year and the next;
 * assessment.closed: `year_end_assessment-{branch}-{year}` met; a democratic appraisal
   scheduled meets `democratic_appraisal-{branch}-{year}`; regulation.published meets the
-  year's `regulation_revision` deadlines.
+  `regulation_revision` deadlines of the year it takes effect.
 """
 
 from __future__ import annotations
@@ -361,7 +361,8 @@ def derive(
                 )
             ]
         case RegulationPublished():
-            return [MeetKind("regulation_revision", calendar.day(occurred_at).year, occurred_at)]
+            # The revision of the year it takes effect, whenever it is recorded.
+            return [MeetKind("regulation_revision", payload.effective_from.year, occurred_at)]
     return []
 
 

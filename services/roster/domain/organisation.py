@@ -33,6 +33,11 @@ class RegisterUnit(Command):
     name: ShortText
     parent_id: Identifier | None = None
     branch_kind: BranchKind | None = Field(None, description="student or faculty, for a branch")
+    established_on: BusinessDate | None = Field(
+        None,
+        description="when the unit was set up (default: today); a branch's review calendar "
+        "starts from it",
+    )
 
 
 class ElectCommittee(Command):

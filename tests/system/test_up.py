@@ -1,0 +1,348 @@
+"""The README's `up` on this machine: the whole stack under least-privilege credentials, the
+plan's scenario loaded and reported, the auditor's CLI against it, and `down` ending every
+process `up` started.
+
+The stack gets its own database, stream prefix, role names and ports, so it never touches a
+developer's `make up` or another test run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import importlib.util
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from uuid import uuid4
+
+import asyncpg
+import httpx
+import pytest
+
+from runtime.auth import Role, TokenAuthority
+from runtime.settings import Settings
+from services.provision import unprovision
+from tests.conftest import REDIS_URL
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = ROOT / "deploy" / "local" / "stack.py"
+SERVICES = ("roster", "activities", "scoring", "notify")
+PARTYCTL = str(Path(sys.executable).parent / "partyctl")
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@dataclass
+class Stack:
+    run_dir: Path
+    database_url: str
+    prefix: str
+    users: str
+    output: str
+    returncode: int
+    urls: dict[str, str]
+    pids: dict[str, int]
+
+    def env(self, token: str | None = None) -> dict[str, str]:
+        env = {**os.environ, **{f"PARTY_{n.upper()}_URL": u for n, u in self.urls.items()}}
+        if token:
+            env["PARTY_TOKEN"] = token
+        return env
+
+    def stack(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(STACK), "--run-dir", str(self.run_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def _free_port_base() -> int:
+    """Four consecutive free ports."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base > 65000:
+            continue
+        if all(_free(base + n) for n in range(4)):
+            return base
+    raise RuntimeError("no four free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _token(role: Role) -> str:
+    return TokenAuthority(secret=Settings().auth_secret.get_secret_value()).issue(
+        f"test-{role}", role
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tag = uuid4().hex[:6]
+    run_dir = tmp_path_factory.mktemp("run")
+    database_url = f"postgresql://postgres@127.0.0.1:5432/up_{tag}"
+    prefix, users = f"up{tag}", f"up{tag}"
+    started = subprocess.run(
+        [
+            sys.executable,
+            str(STACK),
+            "--run-dir",
+            str(run_dir),
+            "up",
+            "--database-url",
+            database_url,
+            "--redis-url",
+            REDIS_URL,
+            "--stream-prefix",
+            prefix,
+            "--user-prefix",
+            users,
+            "--port-base",
+            str(_free_port_base()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    state = json.loads((run_dir / "stack.json").read_text())
+    try:
+        yield Stack(
+            run_dir,
+            database_url,
+            prefix,
+            users,
+            started.stdout + started.stderr,
+            started.returncode,
+            state["urls"],
+            state["pids"],
+        )
+    finally:
+        for pid in state["pids"].values():  # whatever a failed test left running
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        asyncio.run(unprovision(database_url, REDIS_URL, prefix, users, drop_database=True))
+
+
+def test_up_brings_the_stack_up_and_the_scenario_audit_check_passes(stack: Stack) -> None:
+    assert stack.returncode == 0, stack.output[-4000:]
+    out = stack.output
+    assert "using it" in out  # PostgreSQL and Redis on localhost answered
+    assert "a PostgreSQL role and a Redis ACL user for each service" in out
+    assert "国防教育学院学生第一党支部 (nde-b1): ranking 2010" in out
+    assert "国防教育学院学生第二党支部 (nde-b2): ranking 2010" in out
+    assert "pairing suggestions" in out
+    assert "Deadlines ahead, as of 2011-04-30" in out
+    assert "│ plan   │ total      │ 2,000.00 │" in out  # the plan's budget
+    assert "audit check PASSED: chains intact, replay equals live" in out
+    assert "60 members" in out
+
+
+def test_the_services_run_under_their_own_roles(stack: Stack) -> None:
+    credentials = json.loads((stack.run_dir / "credentials.json").read_text())
+    assert oct((stack.run_dir / "credentials.json").stat().st_mode & 0o777) == "0o600"
+    for name in SERVICES:
+        assert credentials[name]["database_url"].startswith(f"postgresql://{stack.users}_{name}:")
+        environ = Path(f"/proc/{stack.pids[name]}/environ").read_bytes().split(b"\0")
+        assert f"PARTY_DATABASE_URL={credentials[name]['database_url']}".encode() in environ
+        assert b"PARTY_MIGRATE_ON_START=false" in environ
+
+
+def test_partyctl_verify_names_the_first_tampered_row(stack: Stack) -> None:
+    env = stack.env(_token("auditor"))
+    clean = subprocess.run([PARTYCTL, "verify"], capture_output=True, text=True, env=env)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.count("intact") == 4
+
+    async def sql(statement: str, *args: object) -> object:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            async with conn.transaction():
+                # What someone holding the superuser password could do: bypass the trigger.
+                await conn.execute("SET LOCAL session_replication_role = replica")
+                return await conn.fetchval(statement, *args)
+        finally:
+            await conn.close()
+
+    position = asyncio.run(
+        sql("SELECT min(position) FROM roster.events WHERE type = 'member.enrolled'")
+    )
+    name = asyncio.run(sql("SELECT data->>'name' FROM roster.events WHERE position = $1", position))
+    rename = (
+        "UPDATE roster.events SET data = jsonb_set(data, '{name}', to_jsonb($1::text)) "
+        "WHERE position = $2"
+    )
+    asyncio.run(sql(rename, "篡改者", position))
+    try:
+        tampered = subprocess.run([PARTYCTL, "verify"], capture_output=True, text=True, env=env)
+    finally:
+        asyncio.run(sql(rename, name, position))
+    assert tampered.returncode == 1
+    assert f"broken at position {position}" in tampered.stdout
+    assert "the row was changed" in tampered.stdout
+    restored = subprocess.run([PARTYCTL, "verify"], capture_output=True, text=True, env=env)
+    assert restored.returncode == 0
+
+
+def test_partyctl_ledger_totals_equal_the_scoring_api(stack: Stack) -> None:
+    token = _token("auditor")
+    headers = {"Authorization": f"Bearer {token}"}
+    table = httpx.get(
+        f"{stack.urls['scoring']}/v1/branches/nde-b1/periods/2010", headers=headers
+    ).json()
+    picked = table["members"][::7]  # every rank band, the vetoed member included
+    assert len(picked) >= 4
+    for row in picked:
+        out = subprocess.run(
+            [PARTYCTL, "ledger", row["member_id"], "--period", "2010", "--csv"],
+            capture_output=True,
+            text=True,
+            env=stack.env(token),
+        )
+        assert out.returncode == 0, out.stderr
+        lines = list(csv.DictReader(io.StringIO(out.stdout)))
+        total = next(line for line in lines if line["cause"] == "TOTAL")
+        assert Decimal(total["running total"]) == Decimal(row["total"])
+        counted = [Decimal(line["counted"]) for line in lines if line["cause"] != "TOTAL"]
+        if "vetoed" not in total["rule"]:
+            score = httpx.get(
+                f"{stack.urls['scoring']}/v1/members/{row['member_id']}/score",
+                params={"period_id": "2010"},
+                headers=headers,
+            ).json()[0]
+            assert Decimal(score["base"]) + sum(counted) == Decimal(row["total"])
+
+
+def test_partyctl_says_clearly_what_is_wrong(stack: Stack) -> None:
+    member = subprocess.run(
+        [PARTYCTL, "replay", "scoring"],
+        capture_output=True,
+        text=True,
+        env=stack.env(_token("member")),
+    )
+    assert member.returncode == 2
+    assert "the token lacks the role" in member.stderr
+    env = {**stack.env(_token("auditor")), "PARTY_SCORING_URL": "http://127.0.0.1:9"}
+    down = subprocess.run([PARTYCTL, "replay", "scoring"], capture_output=True, text=True, env=env)
+    assert down.returncode == 2
+    assert "scoring is not answering at http://127.0.0.1:9" in down.stderr
+    replay = subprocess.run(
+        [PARTYCTL, "replay", "scoring", "--compare"],
+        capture_output=True,
+        text=True,
+        env=stack.env(_token("auditor")),
+    )
+    assert replay.returncode == 0
+    assert "replay equals live" in replay.stdout
+
+
+def test_down_stops_every_process_up_started(stack: Stack) -> None:
+    assert all(_alive(pid) for pid in stack.pids.values())
+    stopped = stack.stack("down")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not any(_alive(pid) for pid in stack.pids.values())
+    assert not (stack.run_dir / "stack.json").exists()
+    for url in stack.urls.values():
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/health", timeout=2)
+    assert stack.stack("status").returncode == 3
+
+
+@pytest.fixture
+def open_run_dir() -> Iterator[Path]:
+    """A run folder the postgres user can reach (as root the private PostgreSQL runs as it)."""
+    path = Path(tempfile.mkdtemp(prefix="party-up-"))
+    path.chmod(0o755)
+    try:
+        yield path / "run"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_up_starts_private_servers_when_none_answer_and_down_removes_them(
+    open_run_dir: Path,
+) -> None:
+    run_dir = open_run_dir
+    pg_port, redis_port, base = _free_port_base(), _free_port_base(), _free_port_base()
+
+    def stack(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(STACK), "--run-dir", str(run_dir), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    started = stack(
+        "up",
+        "--no-scenario",
+        "--database-url",
+        f"postgresql://postgres@127.0.0.1:{pg_port}/party",
+        "--redis-url",
+        f"redis://127.0.0.1:{redis_port}/0",
+        "--port-base",
+        str(base),
+    )
+    assert (run_dir / "stack.json").exists(), started.stdout + started.stderr
+    state = json.loads((run_dir / "stack.json").read_text())
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"nothing answers on port {pg_port}: starting a private PostgreSQL" in started.stdout
+        assert f"nothing answers on port {redis_port}: starting a private Redis" in started.stdout
+        assert stack("status").returncode == 0
+        assert (run_dir / "postgres" / "PG_VERSION").exists()
+    finally:
+        stopped = stack("down", "--purge")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert not any(_alive(pid) for pid in state["pids"].values())
+    assert not _alive(state["private"]["redis"]["pid"])
+    for port in (pg_port, redis_port):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert not (run_dir / "postgres").exists()
+
+
+def test_without_server_binaries_up_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("stack", STACK)
+    assert spec is not None
+    assert spec.loader is not None
+    stack = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "stack", stack)
+    spec.loader.exec_module(stack)
+    monkeypatch.setattr(stack.shutil, "which", lambda _: None)
+    monkeypatch.setattr(stack, "DEBIAN_POSTGRES", Path("/nonexistent"))
+    with pytest.raises(stack.StackError, match=r"install the package postgresql"):
+        stack._postgres_bindir()
+    state = stack.State("postgresql://x", "redis://x", "p", "u")
+    with pytest.raises(stack.StackError, match=r"install the package redis-server"):
+        stack._start_private_redis(state, Path("/nonexistent"), 1)
