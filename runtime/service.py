@@ -30,6 +30,7 @@ from runtime.eventstore import (
 )
 from runtime.logs import get_logger
 from runtime.projection import LocalProjection, LocalProjector
+from runtime.redis_primary import resolve_redis_url, watch_primary
 from runtime.relay import Relay
 from runtime.settings import Settings
 
@@ -169,7 +170,10 @@ async def start_service(
     applied = await migrate_service(pool, definition, schema) if settings.migrate_on_start else []
     if applied:
         log.info("migrations applied", service=definition.name, schema=schema, applied=applied)
-    redis_client = redis.Redis.from_url(settings.redis_url)
+    redis_url = await resolve_redis_url(
+        settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master
+    )
+    redis_client = redis.Redis.from_url(redis_url)
     store = EventStore(pool, schema, clock=clock, max_batch=settings.append_batch_max)
     context = ServiceContext(
         definition=definition,
@@ -213,7 +217,7 @@ async def start_service(
     if families and context.projector is not None:
         context.consumer = EventConsumer(
             service=definition.name,
-            redis_url=settings.redis_url,
+            redis_url=redis_url,
             redis_client=redis_client,
             prefix=settings.stream_prefix,
             families=families,
@@ -236,6 +240,11 @@ async def start_service(
             )
         if context.consumer is not None:
             await context.consumer.start()
+        if settings.redis_sentinels:
+            watch = watch_primary(
+                redis_url, settings.redis_sentinels, settings.redis_sentinel_master
+            )
+            context._tasks.append(asyncio.create_task(watch, name="redis-primary-watch"))
         for coroutine in definition.background(context):
             context._tasks.append(asyncio.create_task(coroutine))
     log.info("service started", service=definition.name, schema=schema)

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         True, description="apply migrations at start (off when running as a restricted role)"
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for the event streams")
+    redis_sentinels: str | None = Field(
+        None, description="`host:port,host:port` of Redis Sentinels: the primary is asked of them"
+    )
+    redis_sentinel_master: str = Field(
+        "party", description="the master name the sentinels monitor (with redis_sentinels)"
+    )
     stream_prefix: str = Field("party", description="prefix of every stream key, `party:member`")
     stream_maxlen: int = Field(
         1_000_000, ge=1000, description="approximate MAXLEN of each family stream"
