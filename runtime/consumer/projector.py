@@ -47,6 +47,7 @@ class Projector:
         self._s = quote_schema(schema)
         self.projections = tuple(projections)
         self.eager = tuple(eager)
+        self._lock_key = f"{schema}:projector"
 
     async def apply(self, events: Sequence[IncomingEvent]) -> int:
         """Apply the events not applied before, in one transaction; return how many were new."""
@@ -62,6 +63,9 @@ class Projector:
                 async with self._pool.acquire() as conn, conn.transaction():
                     await projection.apply(conn, mine)
         async with self._pool.acquire() as conn, conn.transaction():
+            # Replicas of a service apply their batches one at a time: a projection may read
+            # what earlier batches wrote (a total from its lines), and must see all of it.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._lock_key)
             rows = await conn.fetch(
                 f"INSERT INTO {self._s}.inbox (event_id, source, position) "
                 "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) "
