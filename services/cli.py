@@ -25,7 +25,7 @@ from runtime.eventstore import verify_chain
 from runtime.logs import configure_logging
 from runtime.service import connect_database, migrate_service, token_authority
 from runtime.settings import Settings
-from services.registry import resolve
+from services.registry import SERVICES, resolve
 
 
 def _serve(names: list[str]) -> int:
@@ -134,7 +134,9 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _provision(user_prefix: str) -> dict[str, dict[str, str]]:
+async def _provision(
+    user_prefix: str, passwords: dict[str, str] | None
+) -> dict[str, dict[str, str]]:
     from services.provision import new_credentials, provision_database, provision_redis
 
     settings = Settings()
@@ -145,7 +147,7 @@ async def _provision(user_prefix: str) -> dict[str, dict[str, str]]:
             await migrate_service(pool, definition, settings.schema_for(definition.name))
     finally:
         await pool.close()
-    credentials = new_credentials(definitions, user_prefix)
+    credentials = new_credentials(definitions, user_prefix, passwords)
     schemas = {d.name: settings.schema_for(d.name) for d in definitions}
     databases = await provision_database(settings.database_url, definitions, credentials, schemas)
     redises = await provision_redis(
@@ -156,6 +158,19 @@ async def _provision(user_prefix: str) -> dict[str, dict[str, str]]:
     return {
         name: {"database_url": databases[name], "redis_url": redises[name]} for name in databases
     }
+
+
+def _provision_command(args: argparse.Namespace) -> int:
+    from services.provision import passwords_from_environment
+
+    passwords = None
+    if args.passwords_from_env:
+        try:
+            passwords = passwords_from_environment(list(SERVICES), os.environ)
+        except ValueError as error:
+            print(f"party provision: {error}", file=sys.stderr)
+            return 2
+    return _write_credentials(args.out, asyncio.run(_provision(args.user_prefix, passwords)))
 
 
 def _write_credentials(out: str, credentials: dict[str, dict[str, str]]) -> int:
@@ -202,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     pro = commands.add_parser("provision", help="least-privilege roles and Redis users")
     pro.add_argument("--out", default=".run/credentials.json", help="where to write them")
     pro.add_argument("--user-prefix", default="party")
+    pro.add_argument(
+        "--passwords-from-env",
+        action="store_true",
+        help="take each service's password from PARTY_PASSWORD_<SERVICE> instead of random ones",
+    )
     con = commands.add_parser("contracts", help="regenerate the published documents")
     con.add_argument("--check", action="store_true", help="only list stale documents")
     args = parser.parse_args(argv)
@@ -215,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "token":
         return _token(args)
     if args.command == "provision":
-        return _write_credentials(args.out, asyncio.run(_provision(args.user_prefix)))
+        return _provision_command(args)
     return _contracts(args.check)
 
 

@@ -159,12 +159,27 @@ async def provision_database(
 
 
 def new_credentials(
-    definitions: Sequence[ServiceDefinition], user_prefix: str = "party"
+    definitions: Sequence[ServiceDefinition],
+    user_prefix: str = "party",
+    passwords: Mapping[str, str] | None = None,
 ) -> dict[str, Credentials]:
+    """A user per service; random passwords unless given (from a secret store, say)."""
+    given = passwords or {}
     return {
-        d.name: Credentials(d.name, f"{user_prefix}_{d.name}", secrets.token_urlsafe(18))
+        d.name: Credentials(
+            d.name, f"{user_prefix}_{d.name}", given.get(d.name) or secrets.token_urlsafe(18)
+        )
         for d in definitions
     }
+
+
+def passwords_from_environment(names: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """`PARTY_PASSWORD_ROSTER` … for each service: where compose and Kubernetes put secrets."""
+    variables = {name: f"PARTY_PASSWORD_{name.upper()}" for name in names}
+    missing = [v for v in variables.values() if not environ.get(v)]
+    if missing:
+        raise ValueError(f"--passwords-from-env: set {', '.join(missing)}")
+    return {name: environ[v] for name, v in variables.items()}
 
 
 def _with_user(url: str, user: str, password: str) -> str:
