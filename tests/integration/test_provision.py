@@ -97,3 +97,16 @@ async def test_the_roster_redis_user_cannot_publish_scores(
     finally:
         await roster.aclose()
         await scoring.aclose()
+
+
+def test_passwords_come_from_the_environment_when_asked() -> None:
+    from services.provision import passwords_from_environment
+
+    environ = {f"PARTY_PASSWORD_{n.upper()}": f"pw-{n}" for n in SERVICES}
+    passwords = passwords_from_environment(list(SERVICES), environ)
+    credentials = new_credentials(list(SERVICES.values()), "party", passwords)
+    assert credentials["scoring"].password == "pw-scoring"
+    assert credentials["scoring"].user == "party_scoring"
+    del environ["PARTY_PASSWORD_NOTIFY"]
+    with pytest.raises(ValueError, match="set PARTY_PASSWORD_NOTIFY"):
+        passwords_from_environment(list(SERVICES), environ)
