@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runtime.clock import Clock, utc_now
 from runtime.http.audit import audit_router
-from runtime.http.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware
+from runtime.http.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware, NulGuardMiddleware
 from runtime.http.problems import install_problem_handlers
 from runtime.logs import configure_logging
 from runtime.metrics import HTTP_REQUESTS
@@ -65,6 +65,7 @@ def create_app(
     app.state.definition = definition
     install_problem_handlers(app)
     app.add_middleware(ErrorBoundaryMiddleware)
+    app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     @app.middleware("http")

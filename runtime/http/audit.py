@@ -16,7 +16,7 @@ from runtime.http.security import CurrentPrincipal
 from runtime.service import ServiceContext
 
 audit_router = APIRouter(
-    prefix="/v1/audit", tags=["audit"], responses=problem_responses(401, 403, 503)
+    prefix="/v1/audit", tags=["audit"], responses=problem_responses(401, 403, 422, 503)
 )
 
 
@@ -63,7 +63,7 @@ async def verify(request: Request, principal: CurrentPrincipal) -> ChainVerifica
 async def events(
     request: Request,
     principal: CurrentPrincipal,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     type: Annotated[list[str] | None, Query(max_length=50)] = None,
     known_at: datetime | None = None,

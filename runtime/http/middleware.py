@@ -1,7 +1,11 @@
-"""Pure ASGI middlewares: a body size limit (413) and a last line of defence that turns an
-unexpected error into a problem response (503 when a dependency is down, else 500)."""
+"""Pure ASGI middlewares: a body size limit (413), a guard against NUL characters (422), and a
+last line of defence that turns an unexpected error into a problem response (503 when a
+dependency is down, else 500)."""
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,9 +22,16 @@ class BodyTooLarge(Exception):
 
 
 async def _send_problem(
-    send: Send, status: int, title: str, detail: str, extra_headers: list[tuple[bytes, bytes]]
+    send: Send,
+    status: int,
+    title: str,
+    detail: str,
+    extra_headers: list[tuple[bytes, bytes]],
+    **extra: Any,
 ) -> None:
-    body = orjson.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    body = orjson.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    )
     await send(
         {
             "type": "http.response.start",
@@ -80,6 +91,64 @@ class BodyLimitMiddleware:
         except BodyTooLarge:
             if not response.started:
                 await _send_problem(send, 413, "Content too large", detail, [])
+
+
+#: `\u0000` in JSON text, not preceded by an escaping backslash.
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+class NulGuardMiddleware:
+    """PostgreSQL cannot store a NUL character in text or JSON: refuse it at the door (422,
+    naming where it was) rather than fail deep inside (500)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"")
+        if "\x00" in scope.get("path", "") or b"%00" in query or b"\x00" in query:
+            where = "path" if "\x00" in scope.get("path", "") else "query"
+            await _refuse_nul(send, where)
+            return
+        # The whole body is read first (it is bounded by the body limit): an error raised while
+        # the framework reads it would come out as a 400 instead of this 422.
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away: nothing to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if b"\x00" in body or _ESCAPED_NUL.search(body):
+            await _refuse_nul(send, "body")
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse_nul(send: Send, where: str) -> None:
+    reason = "contains a NUL character (U+0000), which cannot be stored"
+    await _send_problem(
+        send,
+        422,
+        "Invalid input",
+        f"{where}: {reason}",
+        [],
+        errors=[{"field": where, "reason": reason}],
+    )
 
 
 class ErrorBoundaryMiddleware:

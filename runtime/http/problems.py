@@ -208,4 +208,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 #: Error responses to list in an OpenAPI operation (`responses=ERRORS`).
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ProblemDetails, "content": {PROBLEM_JSON: {}}} for status in statuses}
+    problem = {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+    return {
+        status: {"model": ProblemDetails, "content": {PROBLEM_JSON: problem}} for status in statuses
+    }

@@ -10,7 +10,7 @@ import orjson
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from runtime.auth import AuthenticationFailed, Principal, TokenAuthority
+from runtime.auth import AccessDenied, AuthenticationFailed, Principal, TokenAuthority
 from runtime.commands import CommandContext
 from runtime.eventstore import IdempotencyKey
 
@@ -24,7 +24,10 @@ async def authenticated(
     if credentials is None:
         raise AuthenticationFailed("send `Authorization: Bearer <token>`")
     tokens: TokenAuthority = request.app.state.tokens
-    return tokens.verify(credentials.credentials)
+    principal = tokens.verify(credentials.credentials)
+    if principal.role == "campus_system":
+        raise AccessDenied("the campus_system role subscribes to the event streams, not this API")
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticated)]
@@ -62,6 +65,7 @@ CommandKey = Annotated[IdempotencyKey | None, Depends(idempotency)]
 
 
 async def command_context(
+    request: Request,
     principal: CurrentPrincipal,
     key: CommandKey,
     if_match: Annotated[
@@ -74,6 +78,15 @@ async def command_context(
     ] = None,
     correlation_id: Annotated[UUID | None, Header(alias="X-Correlation-Id")] = None,
 ) -> CommandContext:
+    # Refused before the body is read, so a caller without the right learns nothing from it.
+    if principal.role == "auditor":
+        raise AccessDenied("an auditor reads everything and changes nothing")
+    branch_id = request.path_params.get("branch_id")
+    scoped = principal.role in ("branch_secretary", "committee_member")
+    if scoped and branch_id is not None and branch_id not in principal.branches:
+        raise AccessDenied(
+            f"{principal.role} {principal.subject} may not change branch {branch_id}"
+        )
     expected = int(if_match.removeprefix("W/").strip('"')) if if_match else None
     return CommandContext(
         actor_id=principal.subject,

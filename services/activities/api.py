@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from runtime.auth import Principal
@@ -23,6 +23,7 @@ from services.activities.queries import ActivitiesQueries
 
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 403, 422, 503))
 COMMAND_ERRORS = problem_responses(409)
+Year = Annotated[int, Path(ge=1949, le=2100, description="the budget year")]
 
 
 def _service(request: Request) -> ActivitiesService:
@@ -387,7 +388,7 @@ async def branch_obligations(
 )
 async def plan_budget(
     branch_id: str,
-    year: int,
+    year: Year,
     body: budget.PlanBudget,
     request: Request,
     response: Response,
@@ -408,7 +409,7 @@ async def plan_budget(
 )
 async def record_expense(
     branch_id: str,
-    year: int,
+    year: Year,
     body: budget.RecordExpense,
     request: Request,
     response: Response,
@@ -442,7 +443,7 @@ class BudgetStatement(BaseModel):
     summary="Planned against spent, line by line",
 )
 async def get_budget(
-    branch_id: str, year: int, request: Request, principal: CurrentPrincipal
+    branch_id: str, year: Year, request: Request, principal: CurrentPrincipal
 ) -> BudgetStatement:
     await _read(request, principal, branch_id)
     state = await _service(request).budget(branch_id, year)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from contracts.events.deadline import Channel
@@ -161,10 +161,12 @@ async def branch_calendar(
 ) -> Response:
     await _read_branch(request, principal, branch_id)
     unit = await _directory(request).unit(branch_id)
+    if unit is None:  # also keeps an unknown id out of the Content-Disposition header
+        raise _not_found(f"branch {branch_id}")
     deadlines = await _queries(request).deadlines(
         status="all", now=_now(request), branch_ids=[branch_id], limit=5000
     )
-    text = calendar(branch_id, unit.name if unit else branch_id, deadlines, _now(request))
+    text = calendar(branch_id, unit.name, deadlines, _now(request))
     return Response(
         text,
         media_type="text/calendar; charset=utf-8",
@@ -177,16 +179,24 @@ class Preferences(BaseModel):
     email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=200)
 
 
+async def _may_set_preferences(recipient_id: str, principal: CurrentPrincipal) -> Principal:
+    """Checked before the body is read: yourself, or an administrator."""
+    if principal.member_id != recipient_id and principal.subject != recipient_id:
+        principal.require_role("university_admin", "school_admin")
+    return principal
+
+
 @router.put(
     "/recipients/{recipient_id}",
     tags=["deliveries"],
     summary="How a recipient wants to be reminded (yourself, or an admin)",
 )
 async def set_preferences(
-    recipient_id: str, body: Preferences, request: Request, principal: CurrentPrincipal
+    recipient_id: str,
+    body: Preferences,
+    request: Request,
+    principal: Annotated[Principal, Depends(_may_set_preferences)],
 ) -> dict[str, Any]:
-    if principal.member_id != recipient_id and principal.subject != recipient_id:
-        principal.require_role("university_admin", "school_admin")
     await _queries(request).set_channels(
         recipient_id, list(body.channels), body.email, principal.subject, _now(request)
     )

@@ -1,10 +1,6 @@
 """The README's `up` on this machine: the whole stack under least-privilege credentials, the
 plan's scenario loaded and reported, the auditor's CLI against it, and `down` ending every
-process `up` started.
-
-The stack gets its own database, stream prefix, role names and ports, so it never touches a
-developer's `make up` or another test run.
-"""
+process `up` started (the stack is the session's, from conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,145 +9,30 @@ import csv
 import importlib.util
 import io
 import json
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from uuid import uuid4
 
 import asyncpg
 import httpx
 import pytest
 
-from runtime.auth import Role, TokenAuthority
-from runtime.settings import Settings
-from services.provision import unprovision
-from tests.conftest import REDIS_URL
-
-ROOT = Path(__file__).resolve().parents[2]
-STACK = ROOT / "deploy" / "local" / "stack.py"
-SERVICES = ("roster", "activities", "scoring", "notify")
-PARTYCTL = str(Path(sys.executable).parent / "partyctl")
+from tests.system.conftest import (
+    PARTYCTL,
+    SERVICES,
+    STACK,
+    Stack,
+    alive,
+    free_port_base,
+    token,
+)
 
 pytestmark = pytest.mark.timeout(900)
-
-
-@dataclass
-class Stack:
-    run_dir: Path
-    database_url: str
-    prefix: str
-    users: str
-    output: str
-    returncode: int
-    urls: dict[str, str]
-    pids: dict[str, int]
-
-    def env(self, token: str | None = None) -> dict[str, str]:
-        env = {**os.environ, **{f"PARTY_{n.upper()}_URL": u for n, u in self.urls.items()}}
-        if token:
-            env["PARTY_TOKEN"] = token
-        return env
-
-    def stack(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, str(STACK), "--run-dir", str(self.run_dir), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-
-def _free_port_base() -> int:
-    """Four consecutive free ports."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base > 65000:
-            continue
-        if all(_free(base + n) for n in range(4)):
-            return base
-    raise RuntimeError("no four free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _token(role: Role) -> str:
-    return TokenAuthority(secret=Settings().auth_secret.get_secret_value()).issue(
-        f"test-{role}", role
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tag = uuid4().hex[:6]
-    run_dir = tmp_path_factory.mktemp("run")
-    database_url = f"postgresql://postgres@127.0.0.1:5432/up_{tag}"
-    prefix, users = f"up{tag}", f"up{tag}"
-    started = subprocess.run(
-        [
-            sys.executable,
-            str(STACK),
-            "--run-dir",
-            str(run_dir),
-            "up",
-            "--database-url",
-            database_url,
-            "--redis-url",
-            REDIS_URL,
-            "--stream-prefix",
-            prefix,
-            "--user-prefix",
-            users,
-            "--port-base",
-            str(_free_port_base()),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "160"},
-    )
-    state = json.loads((run_dir / "stack.json").read_text())
-    try:
-        yield Stack(
-            run_dir,
-            database_url,
-            prefix,
-            users,
-            started.stdout + started.stderr,
-            started.returncode,
-            state["urls"],
-            state["pids"],
-        )
-    finally:
-        for pid in state["pids"].values():  # whatever a failed test left running
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
-        asyncio.run(unprovision(database_url, REDIS_URL, prefix, users, drop_database=True))
 
 
 def test_up_brings_the_stack_up_and_the_scenario_audit_check_passes(stack: Stack) -> None:
@@ -179,7 +60,7 @@ def test_the_services_run_under_their_own_roles(stack: Stack) -> None:
 
 
 def test_partyctl_verify_names_the_first_tampered_row(stack: Stack) -> None:
-    env = stack.env(_token("auditor"))
+    env = stack.env(token("auditor"))
     clean = subprocess.run([PARTYCTL, "verify"], capture_output=True, text=True, env=env)
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert clean.stdout.count("intact") == 4
@@ -215,8 +96,8 @@ def test_partyctl_verify_names_the_first_tampered_row(stack: Stack) -> None:
 
 
 def test_partyctl_ledger_totals_equal_the_scoring_api(stack: Stack) -> None:
-    token = _token("auditor")
-    headers = {"Authorization": f"Bearer {token}"}
+    auditor = token("auditor")
+    headers = {"Authorization": f"Bearer {auditor}"}
     table = httpx.get(
         f"{stack.urls['scoring']}/v1/branches/nde-b1/periods/2010", headers=headers
     ).json()
@@ -227,7 +108,7 @@ def test_partyctl_ledger_totals_equal_the_scoring_api(stack: Stack) -> None:
             [PARTYCTL, "ledger", row["member_id"], "--period", "2010", "--csv"],
             capture_output=True,
             text=True,
-            env=stack.env(token),
+            env=stack.env(auditor),
         )
         assert out.returncode == 0, out.stderr
         lines = list(csv.DictReader(io.StringIO(out.stdout)))
@@ -248,11 +129,11 @@ def test_partyctl_says_clearly_what_is_wrong(stack: Stack) -> None:
         [PARTYCTL, "replay", "scoring"],
         capture_output=True,
         text=True,
-        env=stack.env(_token("member")),
+        env=stack.env(token("member")),
     )
     assert member.returncode == 2
     assert "the token lacks the role" in member.stderr
-    env = {**stack.env(_token("auditor")), "PARTY_SCORING_URL": "http://127.0.0.1:9"}
+    env = {**stack.env(token("auditor")), "PARTY_SCORING_URL": "http://127.0.0.1:9"}
     down = subprocess.run([PARTYCTL, "replay", "scoring"], capture_output=True, text=True, env=env)
     assert down.returncode == 2
     assert "scoring is not answering at http://127.0.0.1:9" in down.stderr
@@ -260,17 +141,17 @@ def test_partyctl_says_clearly_what_is_wrong(stack: Stack) -> None:
         [PARTYCTL, "replay", "scoring", "--compare"],
         capture_output=True,
         text=True,
-        env=stack.env(_token("auditor")),
+        env=stack.env(token("auditor")),
     )
     assert replay.returncode == 0
     assert "replay equals live" in replay.stdout
 
 
 def test_down_stops_every_process_up_started(stack: Stack) -> None:
-    assert all(_alive(pid) for pid in stack.pids.values())
+    assert all(alive(pid) for pid in stack.pids.values())
     stopped = stack.stack("down")
     assert stopped.returncode == 0, stopped.stderr
-    assert not any(_alive(pid) for pid in stack.pids.values())
+    assert not any(alive(pid) for pid in stack.pids.values())
     assert not (stack.run_dir / "stack.json").exists()
     for url in stack.urls.values():
         with pytest.raises(httpx.ConnectError):
@@ -293,7 +174,7 @@ def test_up_starts_private_servers_when_none_answer_and_down_removes_them(
     open_run_dir: Path,
 ) -> None:
     run_dir = open_run_dir
-    pg_port, redis_port, base = _free_port_base(), _free_port_base(), _free_port_base()
+    pg_port, redis_port, base = free_port_base(), free_port_base(), free_port_base()
 
     def stack(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -324,8 +205,8 @@ def test_up_starts_private_servers_when_none_answer_and_down_removes_them(
     finally:
         stopped = stack("down", "--purge")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert not any(_alive(pid) for pid in state["pids"].values())
-    assert not _alive(state["private"]["redis"]["pid"])
+    assert not any(alive(pid) for pid in state["pids"].values())
+    assert not alive(state["private"]["redis"]["pid"])
     for port in (pg_port, redis_port):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
