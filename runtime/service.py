@@ -28,6 +28,7 @@ from runtime.eventstore import (
     load_migrations,
     migrate,
 )
+from runtime.eventstore.schema import quote_schema
 from runtime.logs import get_logger
 from runtime.projection import LocalProjection, LocalProjector
 from runtime.redis_primary import resolve_redis_url, watch_primary
@@ -269,3 +270,80 @@ async def stop_service(context: ServiceContext) -> None:
     await context.redis.aclose()
     await context.pool.close()
     log.info("service stopped", service=context.definition.name)
+
+
+#: Tables that are not read models: the log and the machinery around it.
+INFRASTRUCTURE_TABLES = frozenset(
+    {
+        "events",
+        "schema_migrations",
+        "projection_checkpoints",
+        "chain_head",
+        "idempotency_keys",
+        "unique_claims",
+        "relay_progress",
+        "inbox",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    service: str
+    events_read: int
+    tables: tuple[str, ...]
+    differing: tuple[str, ...]
+
+    @property
+    def equal(self) -> bool:
+        return not self.differing
+
+
+async def rebuild_read_models(
+    definition: ServiceDefinition, settings: Settings, pool: asyncpg.Pool
+) -> RebuildReport:
+    """Fold the service's own log again into its read models (in one transaction, as queries
+    expect) and say whether they came out as they were. A replay without side effects: no
+    event is written and nothing is published. Run it when the service is quiet: what is
+    appended meanwhile would show as a difference."""
+    schema = settings.schema_for(definition.name)
+    store = EventStore(pool, schema)
+    context = ServiceContext(
+        definition=definition,
+        settings=settings,
+        pool=pool,
+        redis=redis.Redis.from_url(settings.redis_url),  # never used: nothing is published
+        store=store,
+        tokens=token_authority(settings),
+    )
+    projector = LocalProjector(
+        store,
+        definition.local_projections(context),
+        name=f"{definition.name}_read_models",
+        source=definition.name,
+    )
+    before = await _dump_read_models(pool, schema)
+    read = await projector.rebuild()
+    after = await _dump_read_models(pool, schema)
+    differing = tuple(
+        t for t in sorted(before.keys() | after.keys()) if before.get(t) != after.get(t)
+    )
+    return RebuildReport(definition.name, read, tuple(sorted(before)), differing)
+
+
+async def _dump_read_models(pool: asyncpg.Pool, schema: str) -> dict[str, list[str]]:
+    quoted = quote_schema(schema)
+    tables = [
+        row["table_name"]
+        for row in await pool.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1",
+            schema,
+        )
+        if row["table_name"] not in INFRASTRUCTURE_TABLES
+    ]
+    return {
+        table: sorted(
+            repr(tuple(row)) for row in await pool.fetch(f'SELECT * FROM {quoted}."{table}"')
+        )
+        for table in tables
+    }

@@ -4,6 +4,7 @@ party serve roster            # one service (HTTP, relay, consumer) on its port
 party serve all               # the four services, one process each
 party migrate all             # apply every schema's migrations (also done at start)
 party verify all              # hash-chain verification straight from PostgreSQL
+party rebuild all             # fold each log again into its read models, compare with live
 party token --role auditor    # a development token (signed with PARTY_AUTH_SECRET)
 party contracts [--check]     # regenerate (or check) JSON Schema, AsyncAPI and OpenAPI
 """
@@ -23,7 +24,12 @@ from typing import cast
 from runtime.auth import ROLES, Role
 from runtime.eventstore import verify_chain
 from runtime.logs import configure_logging
-from runtime.service import connect_database, migrate_service, token_authority
+from runtime.service import (
+    connect_database,
+    migrate_service,
+    rebuild_read_models,
+    token_authority,
+)
 from runtime.settings import Settings
 from services.registry import SERVICES, resolve
 
@@ -119,6 +125,29 @@ async def _verify(names: list[str]) -> int:
     return 1 if broken else 0
 
 
+async def _rebuild(names: list[str]) -> int:
+    settings = Settings()
+    pool = await connect_database(settings)
+    differing = 0
+    try:
+        for definition in resolve(names):
+            report = await rebuild_read_models(definition, settings, pool)
+            if report.equal:
+                print(
+                    f"{definition.name}: {report.events_read} events folded again; "
+                    f"{len(report.tables)} read-model tables equal to the live ones"
+                )
+            else:
+                differing += 1
+                print(
+                    f"{definition.name}: {report.events_read} events folded again; "
+                    f"DIFFERENT from the live ones: {', '.join(report.differing)}"
+                )
+    finally:
+        await pool.close()
+    return 1 if differing else 0
+
+
 def _token(args: argparse.Namespace) -> int:
     tokens = token_authority(Settings())
     print(
@@ -207,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     mig.add_argument("services", nargs="+")
     ver = commands.add_parser("verify", help="verify hash chains")
     ver.add_argument("services", nargs="*", default=["all"])
+    reb = commands.add_parser("rebuild", help="fold each log again into its read models, compare")
+    reb.add_argument("services", nargs="*", default=["all"])
     tok = commands.add_parser("token", help="issue a development token")
     tok.add_argument("--role", required=True, choices=ROLES)
     tok.add_argument("--subject", help="who the token is for (default: the role)")
@@ -232,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_migrate(args.services))
     if args.command == "verify":
         return asyncio.run(_verify(args.services))
+    if args.command == "rebuild":
+        return asyncio.run(_rebuild(args.services))
     if args.command == "token":
         return _token(args)
     if args.command == "provision":

@@ -15,6 +15,7 @@ from contracts.events.deadline import (
     DeadlineWithdrawn,
     ReminderFailed,
     ReminderSent,
+    ReminderSkipped,
 )
 from contracts.events.member import (
     AgreementSigned,
@@ -83,6 +84,7 @@ __all__ = [
     "RegulationPublished",
     "ReminderFailed",
     "ReminderSent",
+    "ReminderSkipped",
     "ReportCadenceSet",
     "ReportRequired",
     "ReportReviewed",

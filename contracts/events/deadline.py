@@ -84,6 +84,19 @@ class ReminderFailed(_DeadlineFamily):
     reason: ShortText
 
 
+class ReminderSkipped(_DeadlineFamily):
+    """A reminder not sent because its moment had passed by the time it could be (the service
+    was down, or the deadline was recorded late): kept so that an auditor can see why."""
+
+    event_type: ClassVar[str] = "reminder.skipped"
+
+    recipient_id: Identifier
+    channel: Channel
+    lead_seconds: int
+    skipped_at: Instant
+    reason: ShortText
+
+
 class ReminderSent(_DeadlineFamily):
     """One reminder delivered on one channel to one recipient; `lead_seconds` is how long before
     the due time it was meant for (negative: an escalation after the deadline passed)."""

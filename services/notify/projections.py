@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from contracts.catalogue import CATALOGUE
@@ -22,6 +24,7 @@ from contracts.events import (
     DeadlineWithdrawn,
     ReminderFailed,
     ReminderSent,
+    ReminderSkipped,
 )
 from contracts.events.deadline import Channel
 from runtime.consumer import IncomingEvent
@@ -29,7 +32,7 @@ from runtime.db import Connection
 from runtime.eventstore.schema import quote_schema
 from services.notify.domain.config import NotifyConfig, Role
 from services.notify.domain.deadlines import Calendar, derive
-from services.notify.domain.reminders import DeadlineView, Planned, plan
+from services.notify.domain.reminders import DeadlineView, delivery_id, plan
 from services.notify.handlers import NotifyService
 
 SOURCE_FAMILIES: tuple[Family, ...] = ("member", "activity", "attendance", "report", "score")
@@ -78,6 +81,34 @@ class DeadlinesFromEvents:
                 await self._board.replan(own, sorted(changed))
 
 
+#: A delivery that ends keeps no scheduling state, so that the live row and the row folded
+#: again from the log are the same (`party rebuild`).
+CONCLUDED = "lease_until = NULL, claimed_by = NULL, next_attempt_at = send_at"
+#: A cancelled delivery was never attempted, whatever retries were under way.
+NOT_ATTEMPTED = f"attempts = 0, last_error = NULL, {CONCLUDED}"
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    delivery_id: UUID
+    status: str
+    at: datetime | None
+    attempts: int
+    error: str | None
+
+
+def concluded(event: ReminderSent | ReminderFailed | ReminderSkipped) -> Conclusion:
+    """How a reminder event leaves its delivery (the fold and the scheduler both use it)."""
+    delivery = delivery_id(event.deadline_id, event.recipient_id, event.channel, event.lead_seconds)
+    match event:
+        case ReminderSent():
+            return Conclusion(delivery, "sent", event.sent_at, event.attempts, None)
+        case ReminderFailed():
+            return Conclusion(delivery, "dead", event.failed_at, event.attempts, event.reason)
+        case ReminderSkipped():
+            return Conclusion(delivery, "skipped", None, 1, event.reason)
+
+
 class DeadlineBoard:
     name = "deadline_board"
     event_types = frozenset(
@@ -88,6 +119,7 @@ class DeadlineBoard:
             "deadline.withdrawn",
             "reminder.sent",
             "reminder.failed",
+            "reminder.skipped",
         }
     )
 
@@ -146,7 +178,7 @@ class DeadlineBoard:
                         p.reason if isinstance(p, DeadlineWithdrawn) else None,
                     )
                     await conn.execute(
-                        f"UPDATE {s}.deliveries SET status = 'cancelled' "
+                        f"UPDATE {s}.deliveries SET status = 'cancelled', {NOT_ATTEMPTED} "
                         "WHERE deadline_id = $1 AND status = 'pending'",
                         p.deadline_id,
                     )
@@ -156,24 +188,16 @@ class DeadlineBoard:
                         p.deadline_id,
                         p.noticed_at,
                     )
-                case ReminderSent() | ReminderFailed():
-                    planned = Planned(
-                        p.deadline_id,
-                        p.recipient_id,
-                        "member",
-                        p.channel,
-                        p.lead_seconds,
-                        p.sent_at if isinstance(p, ReminderSent) else p.failed_at,
-                    )
-                    sent = isinstance(p, ReminderSent)
+                case ReminderSent() | ReminderFailed() | ReminderSkipped():
+                    outcome = concluded(p)
                     await conn.execute(
                         f"UPDATE {s}.deliveries SET status = $2, sent_at = $3, attempts = $4, "
-                        "lease_until = NULL, last_error = $5 WHERE delivery_id = $1",
-                        planned.delivery_id,
-                        "sent" if sent else "dead",
-                        planned.send_at,
-                        p.attempts,
-                        None if sent else p.reason,  # type: ignore[union-attr]
+                        f"last_error = $5, {CONCLUDED} WHERE delivery_id = $1",
+                        outcome.delivery_id,
+                        outcome.status,
+                        outcome.at,
+                        outcome.attempts,
+                        outcome.error,
                     )
         if planned_any:
             await conn.execute("SELECT pg_notify($1, '')", f"{self._schema}_deliveries")

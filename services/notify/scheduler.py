@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import uuid5
 
 import asyncpg
 
-from contracts.events import ReminderFailed, ReminderSent
+from contracts.events import ReminderFailed, ReminderSent, ReminderSkipped
 from runtime.clock import Clock, wait_at_most
 from runtime.eventstore import EventMetadata, EventStore, NewEvent, StreamAppend
 from runtime.eventstore.schema import quote_schema
@@ -30,6 +29,7 @@ from services.notify.channels import Attempt, Channel, Outcome, Outgoing
 from services.notify.domain.config import NotifyConfig, duration
 from services.notify.domain.reminders import DeadlineView, render
 from services.notify.handlers import NotifyService, deadline_stream
+from services.notify.projections import CONCLUDED, NOT_ATTEMPTED, concluded
 
 log = get_logger("notify.scheduler")
 
@@ -149,11 +149,7 @@ class ReminderScheduler:
             f"SELECT * FROM {self._s}.deadlines WHERE deadline_id = $1", row["deadline_id"]
         )
         if deadline is None or deadline["status"] != "open" or deadline["due_at"] is None:
-            await self._finish(row, "cancelled")
-            return 0
-        stale = now - row["send_at"] > duration(self.config.stale_after)
-        if stale and row["attempts"] <= 1:
-            await self._finish(row, "skipped", "too late to be useful")
+            await self._cancel(row)
             return 0
         view = DeadlineView(
             deadline["deadline_id"],
@@ -163,6 +159,24 @@ class ReminderScheduler:
             deadline["member_id"],
             deadline["due_at"],
         )
+        stale = now - row["send_at"] > duration(self.config.stale_after)
+        if stale and row["attempts"] <= 1:
+            await self._conclude(
+                row,
+                view,
+                ReminderSkipped(
+                    deadline_id=view.deadline_id,
+                    kind=view.kind,  # type: ignore[arg-type]
+                    branch_id=view.branch_id,
+                    member_id=view.member_id,
+                    recipient_id=row["recipient_id"],
+                    channel=row["channel"],
+                    lead_seconds=row["lead_seconds"],
+                    skipped_at=self.clock(),
+                    reason="too late to be useful",
+                ),
+            )
+            return 0
         email = await self.pool.fetchval(
             f"SELECT email FROM {self._s}.recipients WHERE recipient_id = $1", row["recipient_id"]
         )
@@ -181,7 +195,7 @@ class ReminderScheduler:
             else Attempt(Outcome.FAILED, f"channel {row['channel']} is not available")
         )
         if attempt.outcome is Outcome.DELIVERED:
-            await self._record(
+            await self._conclude(
                 row,
                 view,
                 ReminderSent(
@@ -196,7 +210,6 @@ class ReminderScheduler:
                     attempts=row["attempts"],
                 ),
             )
-            await self._finish(row, "sent")
             return 1
         if attempt.outcome is Outcome.RETRY and row["attempts"] < self.config.retry.attempts:
             backoff = min(
@@ -218,7 +231,7 @@ class ReminderScheduler:
                 error=attempt.detail,
             )
             return 0
-        await self._record(
+        await self._conclude(
             row,
             view,
             ReminderFailed(
@@ -234,37 +247,52 @@ class ReminderScheduler:
                 reason=(attempt.detail or "failed")[:200],
             ),
         )
-        await self._finish(row, "dead", attempt.detail)
         log.warning(
             "reminder dead-lettered", delivery=str(row["delivery_id"]), error=attempt.detail
         )
         return 0
 
-    async def _record(self, row: asyncpg.Record, view: DeadlineView, event: Any) -> None:
-        """One `reminder.sent` (or `.failed`) per delivery, even when a replica that took the
-        delivery over records it again: its id is derived from the delivery's."""
+    async def _conclude(
+        self,
+        row: asyncpg.Record,
+        view: DeadlineView,
+        event: ReminderSent | ReminderFailed | ReminderSkipped,
+    ) -> None:
+        """Record how the delivery ended (one event per delivery, even when a replica that took
+        it over records it again: the id is derived from the delivery's), and leave the row as
+        folding that event leaves it."""
         event_id = uuid5(row["delivery_id"], event.event_type)
-        if await self.store.existing_event_ids([event_id]):
-            return
-        await self.store.append(
-            StreamAppend(
-                deadline_stream(view.deadline_id),
-                [
-                    NewEvent.from_payload(
-                        event, occurred_at=self.clock(), branch_id=view.branch_id, event_id=event_id
-                    )
-                ],
-            ),
-            metadata=EventMetadata("notify", "system"),
+        if not await self.store.existing_event_ids([event_id]):
+            await self.store.append(
+                StreamAppend(
+                    deadline_stream(view.deadline_id),
+                    [
+                        NewEvent.from_payload(
+                            event,
+                            occurred_at=self.clock(),
+                            branch_id=view.branch_id,
+                            event_id=event_id,
+                        )
+                    ],
+                ),
+                metadata=EventMetadata("notify", "system"),
+            )
+        outcome = concluded(event)
+        await self.pool.execute(
+            f"UPDATE {self._s}.deliveries SET status = $2, sent_at = $3, attempts = $4, "
+            f"last_error = $5, {CONCLUDED} WHERE delivery_id = $1",
+            outcome.delivery_id,
+            outcome.status,
+            outcome.at,
+            outcome.attempts,
+            outcome.error,
         )
 
-    async def _finish(self, row: asyncpg.Record, status: str, error: str | None = None) -> None:
+    async def _cancel(self, row: asyncpg.Record) -> None:
+        """The deadline closed while the delivery waited: as the fold of its closing leaves it."""
         await self.pool.execute(
-            f"UPDATE {self._s}.deliveries SET status = $2, lease_until = NULL, last_error = $3, "
-            "sent_at = CASE WHEN $2 = 'sent' THEN now() ELSE sent_at END "
-            "WHERE delivery_id = $1 AND claimed_by = $4",
+            f"UPDATE {self._s}.deliveries SET status = 'cancelled', {NOT_ATTEMPTED} "
+            "WHERE delivery_id = $1 AND claimed_by = $2",
             row["delivery_id"],
-            status,
-            error,
             self.replica,
         )

@@ -382,4 +382,15 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "sent_at": "2011-04-13T00:00:00+00:00",
         "attempts": 1,
     },
+    "reminder.skipped": {
+        "deadline_id": "dl-1",
+        "kind": "probation_end",
+        "branch_id": "nde-b1",
+        "member_id": "m-2008301",
+        "recipient_id": "secretary-b1",
+        "channel": "stream",
+        "lead_seconds": 604800,
+        "skipped_at": "2011-04-20T00:00:00+00:00",
+        "reason": "too late to be useful",
+    },
 }

@@ -44,7 +44,12 @@ class Planned:
 
     @property
     def delivery_id(self) -> UUID:
-        return uuid5(DELIVERY_NAMESPACE, self.key)
+        return delivery_id(self.deadline_id, self.recipient_id, self.channel, self.lead_seconds)
+
+
+def delivery_id(deadline_id: str, recipient_id: str, channel: str, lead_seconds: int) -> UUID:
+    """One delivery per deadline, recipient, channel and lead time, whoever plans it."""
+    return uuid5(DELIVERY_NAMESPACE, f"{deadline_id}|{recipient_id}|{channel}|{lead_seconds}")
 
 
 def plan(
