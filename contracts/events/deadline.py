@@ -24,6 +24,8 @@ DeadlineKind = Literal[
     "lapsed_membership",  # warning long before six months without organisational life
 ]
 Channel = Literal["stream", "webhook", "email"]
+#: Why the recipient is reminded: the member concerned, the branch secretary, the school office.
+RecipientRole = Literal["member", "secretary", "school_office"]
 
 
 class _DeadlineFamily(EventPayload):
@@ -71,40 +73,38 @@ class DeadlineMissed(_DeadlineFamily):
     noticed_at: Instant
 
 
-class ReminderFailed(_DeadlineFamily):
+class _Reminder(_DeadlineFamily):
+    recipient_id: Identifier
+    channel: Channel
+    lead_seconds: int
+    role: RecipientRole | None = None  # absent in reminders recorded before it was added
+
+
+class ReminderFailed(_Reminder):
     """A reminder that could not be delivered after every retry: a dead letter."""
 
     event_type: ClassVar[str] = "reminder.failed"
 
-    recipient_id: Identifier
-    channel: Channel
-    lead_seconds: int
     failed_at: Instant
     attempts: int = Field(ge=1)
     reason: ShortText
 
 
-class ReminderSkipped(_DeadlineFamily):
+class ReminderSkipped(_Reminder):
     """A reminder not sent because its moment had passed by the time it could be (the service
     was down, or the deadline was recorded late): kept so that an auditor can see why."""
 
     event_type: ClassVar[str] = "reminder.skipped"
 
-    recipient_id: Identifier
-    channel: Channel
-    lead_seconds: int
     skipped_at: Instant
     reason: ShortText
 
 
-class ReminderSent(_DeadlineFamily):
+class ReminderSent(_Reminder):
     """One reminder delivered on one channel to one recipient; `lead_seconds` is how long before
     the due time it was meant for (negative: an escalation after the deadline passed)."""
 
     event_type: ClassVar[str] = "reminder.sent"
 
-    recipient_id: Identifier
-    channel: Channel
-    lead_seconds: int
     sent_at: Instant
     attempts: int = Field(ge=1)

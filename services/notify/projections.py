@@ -38,16 +38,10 @@ from services.notify.handlers import NotifyService
 SOURCE_FAMILIES: tuple[Family, ...] = ("member", "activity", "attendance", "report", "score")
 
 
-#: Events after which the recipients of a branch's deadlines may have changed.
-ROSTER_CHANGES = frozenset(
-    {
-        "branch.committee_elected",
-        "member.enrolled",
-        "member.moved",
-        "member.transferred_out",
-        "org.unit_registered",
-    }
-)
+#: Events after which the recipients of a branch's deadlines may have changed: the members
+#: (only meetings are sent to every member of a branch or group) or the secretary and school.
+MEMBER_CHANGES = frozenset({"member.enrolled", "member.moved", "member.transferred_out"})
+OFFICE_CHANGES = frozenset({"branch.committee_elected", "org.unit_registered"})
 
 
 class DeadlinesFromEvents:
@@ -59,7 +53,8 @@ class DeadlinesFromEvents:
         self._board = board
 
     async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
-        changed: set[str] = set()
+        members_changed: set[str] = set()
+        offices_changed: set[str] = set()
         for event in events:
             intents = derive(
                 event.payload,
@@ -72,20 +67,22 @@ class DeadlinesFromEvents:
                 await self._service.apply_intents(
                     intents, event.event_id, event.envelope.correlation_id, event.occurred_at
                 )
-            if event.type in ROSTER_CHANGES and event.branch_id:
-                changed.add(event.branch_id)
-        if changed:
-            # The secretary, the school or the members changed: plan open deadlines anew.
+            if event.branch_id and event.type in MEMBER_CHANGES:
+                members_changed.add(event.branch_id)
+            if event.branch_id and event.type in OFFICE_CHANGES:
+                offices_changed.add(event.branch_id)
+        members_changed -= offices_changed
+        if members_changed or offices_changed:
+            # Plan open deadlines anew for their new recipients.
             await self._service.settled()
             async with self._service.store.pool.acquire() as own, own.transaction():
-                await self._board.replan(own, sorted(changed))
+                await self._board.replan(own, sorted(offices_changed))
+                await self._board.replan(own, sorted(members_changed), kinds=["meeting"])
 
 
 #: A delivery that ends keeps no scheduling state, so that the live row and the row folded
 #: again from the log are the same (`party rebuild`).
 CONCLUDED = "lease_until = NULL, claimed_by = NULL, next_attempt_at = send_at"
-#: A cancelled delivery was never attempted, whatever retries were under way.
-NOT_ATTEMPTED = f"attempts = 0, last_error = NULL, {CONCLUDED}"
 
 
 @dataclass(frozen=True)
@@ -177,9 +174,11 @@ class DeadlineBoard:
                         p.met_at if isinstance(p, DeadlineMet) else None,
                         p.reason if isinstance(p, DeadlineWithdrawn) else None,
                     )
+                    # What was not sent is forgotten rather than kept as cancelled: who would
+                    # have been reminded depends on the roster as it was, which a rebuild
+                    # cannot see; what was sent, failed or skipped stays, from its event.
                     await conn.execute(
-                        f"UPDATE {s}.deliveries SET status = 'cancelled', {NOT_ATTEMPTED} "
-                        "WHERE deadline_id = $1 AND status = 'pending'",
+                        f"DELETE FROM {s}.deliveries WHERE deadline_id = $1 AND status = 'pending'",
                         p.deadline_id,
                     )
                 case DeadlineMissed():
@@ -189,25 +188,46 @@ class DeadlineBoard:
                         p.noticed_at,
                     )
                 case ReminderSent() | ReminderFailed() | ReminderSkipped():
+                    # An upsert: the delivery may have been concluded after its deadline closed
+                    # (a scheduler racing the closing), when a fold has already let it go.
                     outcome = concluded(p)
                     await conn.execute(
-                        f"UPDATE {s}.deliveries SET status = $2, sent_at = $3, attempts = $4, "
-                        f"last_error = $5, {CONCLUDED} WHERE delivery_id = $1",
+                        f"INSERT INTO {s}.deliveries (delivery_id, deadline_id, recipient_id, "
+                        "role, channel, lead_seconds, send_at, next_attempt_at, status, sent_at, "
+                        "attempts, last_error) SELECT $1, $6, $7, coalesce($8, 'member'), $9, "
+                        "$10::integer, due_at - $10::integer * interval '1 second', "
+                        "due_at - $10::integer * interval '1 second', $2, $3, $4, $5 "
+                        f"FROM {s}.deadlines WHERE deadline_id = $6 "
+                        "ON CONFLICT (delivery_id) DO UPDATE SET status = EXCLUDED.status, "
+                        "sent_at = EXCLUDED.sent_at, attempts = EXCLUDED.attempts, "
+                        "last_error = EXCLUDED.last_error, lease_until = NULL, "
+                        "claimed_by = NULL, next_attempt_at = deliveries.send_at",
                         outcome.delivery_id,
                         outcome.status,
                         outcome.at,
                         outcome.attempts,
                         outcome.error,
+                        p.deadline_id,
+                        p.recipient_id,
+                        p.role,
+                        p.channel,
+                        p.lead_seconds,
                     )
         if planned_any:
             await conn.execute("SELECT pg_notify($1, '')", f"{self._schema}_deliveries")
 
-    async def replan(self, conn: Connection, branch_ids: Sequence[str]) -> None:
+    async def replan(
+        self, conn: Connection, branch_ids: Sequence[str], kinds: Sequence[str] | None = None
+    ) -> None:
+        if not branch_ids:
+            return
         rows = await conn.fetch(
             f"SELECT deadline_id, kind, title, branch_id, member_id, group_id, due_at FROM "
             f"{self._s}.deadlines WHERE branch_id = ANY($1::text[]) AND status = 'open' "
-            "AND due_at IS NOT NULL ORDER BY deadline_id",
+            "AND due_at IS NOT NULL AND ($2::text[] IS NULL OR kind = ANY($2::text[])) "
+            "ORDER BY deadline_id",
             list(branch_ids),
+            list(kinds) if kinds is not None else None,
         )
         for row in rows:
             await self._plan(
@@ -241,9 +261,10 @@ class DeadlineBoard:
 
         planned = plan(deadline, recipients, channels_of, self._config)
         ids = [p.delivery_id for p in planned]
-        # Pending deliveries follow the deadline; sent ones stay sent; obsolete ones go.
+        # Pending deliveries follow the deadline and the roster as it is now (the recipient's
+        # role too: the secretary may be the member); sent ones stay sent; obsolete ones go.
         await conn.execute(
-            f"UPDATE {self._s}.deliveries SET status = 'cancelled' WHERE deadline_id = $1 "
+            f"DELETE FROM {self._s}.deliveries WHERE deadline_id = $1 "
             "AND status = 'pending' AND NOT (delivery_id = ANY($2::uuid[]))",
             deadline.deadline_id,
             ids,
@@ -252,8 +273,9 @@ class DeadlineBoard:
             f"INSERT INTO {self._s}.deliveries (delivery_id, deadline_id, recipient_id, role, "
             "channel, lead_seconds, send_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, "
             "$7) ON CONFLICT (delivery_id) DO UPDATE SET send_at = EXCLUDED.send_at, "
-            "next_attempt_at = EXCLUDED.next_attempt_at, status = 'pending' "
-            "WHERE deliveries.status IN ('pending', 'cancelled')",
+            "next_attempt_at = EXCLUDED.next_attempt_at, role = EXCLUDED.role "
+            "WHERE deliveries.status = 'pending' AND (deliveries.send_at <> EXCLUDED.send_at "
+            "OR deliveries.role <> EXCLUDED.role)",
             [
                 (
                     p.delivery_id,

@@ -29,11 +29,12 @@ from services.notify.channels import Attempt, Channel, Outcome, Outgoing
 from services.notify.domain.config import NotifyConfig, duration
 from services.notify.domain.reminders import DeadlineView, render
 from services.notify.handlers import NotifyService, deadline_stream
-from services.notify.projections import CONCLUDED, NOT_ATTEMPTED, concluded
+from services.notify.projections import CONCLUDED, concluded
 
 log = get_logger("notify.scheduler")
 
-MAX_SLEEP_SECONDS = 300.0
+#: Even when no wake-up comes (a notification lost in an outage), look again this often.
+MAX_SLEEP_SECONDS = 30.0
 #: Deliveries claimed at a time: small, so replicas share the work and a crash strands little.
 CLAIM_BATCH = 10
 
@@ -70,6 +71,8 @@ class ReminderScheduler:
                     await self.run_due()
                     await wait_at_most(self._wake, await self._sleep_seconds())
                     self._wake.clear()
+                    if listener.is_closed():  # the database went away: no wake-ups would come
+                        raise asyncpg.InterfaceError("scheduler's listening connection lost")
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:  # a database or Redis outage: try again shortly
@@ -160,7 +163,9 @@ class ReminderScheduler:
             deadline["due_at"],
         )
         stale = now - row["send_at"] > duration(self.config.stale_after)
-        if stale and row["attempts"] <= 1:
+        # "Due in 1 h" after the due time (a meeting entered once it had begun) misleads.
+        overtaken = row["lead_seconds"] >= 0 and view.due_at <= now
+        if (stale or overtaken) and row["attempts"] <= 1:
             await self._conclude(
                 row,
                 view,
@@ -172,8 +177,9 @@ class ReminderScheduler:
                     recipient_id=row["recipient_id"],
                     channel=row["channel"],
                     lead_seconds=row["lead_seconds"],
+                    role=row["role"],
                     skipped_at=self.clock(),
-                    reason="too late to be useful",
+                    reason="too late to be useful" if stale else "the due time has passed",
                 ),
             )
             return 0
@@ -206,6 +212,7 @@ class ReminderScheduler:
                     recipient_id=row["recipient_id"],
                     channel=row["channel"],
                     lead_seconds=row["lead_seconds"],
+                    role=row["role"],
                     sent_at=self.clock(),
                     attempts=row["attempts"],
                 ),
@@ -242,6 +249,7 @@ class ReminderScheduler:
                 recipient_id=row["recipient_id"],
                 channel=row["channel"],
                 lead_seconds=row["lead_seconds"],
+                role=row["role"],
                 failed_at=self.clock(),
                 attempts=row["attempts"],
                 reason=(attempt.detail or "failed")[:200],
@@ -291,8 +299,7 @@ class ReminderScheduler:
     async def _cancel(self, row: asyncpg.Record) -> None:
         """The deadline closed while the delivery waited: as the fold of its closing leaves it."""
         await self.pool.execute(
-            f"UPDATE {self._s}.deliveries SET status = 'cancelled', {NOT_ATTEMPTED} "
-            "WHERE delivery_id = $1 AND claimed_by = $2",
+            f"DELETE FROM {self._s}.deliveries WHERE delivery_id = $1 AND claimed_by = $2",
             row["delivery_id"],
             self.replica,
         )

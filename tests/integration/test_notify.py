@@ -27,6 +27,7 @@ from contracts.events import (
     ActivityRescheduled,
     ActivityScheduled,
     AgreementSigned,
+    AttendanceRecorded,
     CommitteeElected,
     MemberEnrolled,
     ReportRequired,
@@ -340,12 +341,43 @@ async def test_moving_a_meeting_moves_its_reminders_and_a_report_meets_its_deadl
     await world.settle()
     deadline = await world.get("/v1/deadlines/report-sit-m01")
     assert deadline["status"] == "met"
-    assert {d["status"] for d in deadline["deliveries"]} == {"cancelled"}
-    # Time passes: the cancelled reminders are not sent, the moved ones go on the new days.
+    assert deadline["deliveries"] == []  # nothing left to remind of
+    # Time passes: the report's reminders are not sent, the moved ones go on the new days.
     world.clock.now = local("2010-05-13", 19, 5)
     sent = await world.scheduler.run_due()
     assert sent == 2  # one day before the moved meeting, to both members of the group
     assert (await world.get("/v1/members/m01/deadlines", status="overdue")) == []
+
+    # Attendance is taken: the meeting was held, its last reminders are not sent.
+    await world.emit(world.activities, attended("a1", "m01", "2010-05-14"), at("2010-05-14", 18))
+    await world.settle()
+    held = await world.get("/v1/deadlines/meeting-a1")
+    assert held["status"] == "met"
+    assert {(d["lead_seconds"], d["status"]) for d in held["deliveries"]} == {(86400, "sent")}
+
+    # A meeting entered once it had begun: "in 1 h" would mislead, nothing is sent.
+    world.clock.now = local("2010-05-15", 20)
+    await world.emit(world.activities, meeting("a2", local("2010-05-15", 19)), at("2010-05-15", 20))
+    await world.settle()
+    assert await world.scheduler.run_due() == 0
+    late = await world.get("/v1/deadlines/meeting-a2")
+    assert {d["status"] for d in late["deliveries"]} == {"skipped"}
+    assert {d["lead_seconds"]: d["last_error"] for d in late["deliveries"]} == {
+        86400: "too late to be useful",
+        3600: "the due time has passed",
+    }
+
+
+def attended(activity_id: str, member_id: str, day: str) -> AttendanceRecorded:
+    return AttendanceRecorded(
+        activity_id=activity_id,
+        member_id=member_id,
+        status="present",
+        activity_kind="group_meeting",
+        branch_id="nde-b1",
+        group_id="nde-b1-g1",
+        activity_date=date.fromisoformat(day),
+    )
 
 
 @pytest.mark.parametrize(

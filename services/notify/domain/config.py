@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.events.deadline import Channel, DeadlineKind
+from contracts.events.deadline import Channel, DeadlineKind, RecipientRole
 
-Role = Literal["member", "secretary", "school_office"]
+Role = RecipientRole  # who is reminded: the member, the branch secretary, the school office
 
 _DURATION = re.compile(r"^(\d+)([dhm])$")
 

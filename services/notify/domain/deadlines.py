@@ -5,7 +5,7 @@ same event always concerns the same deadline:
 
 * report.required / submitted / withdrawn: `report-{obligation}` set, met, withdrawn;
 * activity.scheduled / rescheduled / cancelled: `meeting-{activity}` set, moved, withdrawn
-  (a reminder only, never missed);
+  (a reminder only, never missed); its first attendance.recorded meets it (it was held);
 * member.enrolled as probationary: `probation-{member}` at the end of probation and
   `conversion-application-{member}` 30 days before; an extension moves both, conversion meets
   both;
@@ -320,19 +320,33 @@ def derive(
                     payload.member_id, f"transferred out on {payload.transferred_on.isoformat()}"
                 ),
             ]
-        case AttendanceRecorded() | AttendanceCorrected() if payload.status in ATTENDED:
-            return [
-                Schedule(
-                    f"lapsed-{payload.member_id}",
-                    "lapsed_membership",
-                    TITLES["lapsed_membership"],
-                    payload.branch_id,
-                    payload.member_id,
-                    at(add_months(payload.activity_date, config.lapsed_after_months)),
-                    order,
-                    only_later=True,
+        case AttendanceRecorded() | AttendanceCorrected():
+            held: list[Intent] = []
+            if isinstance(payload, AttendanceRecorded):
+                # Attendance is taken: the meeting was held, nobody needs reminding of it.
+                held.append(
+                    Meet(
+                        f"meeting-{payload.activity_id}",
+                        "meeting",
+                        payload.branch_id,
+                        None,
+                        occurred_at,
+                    )
                 )
-            ]
+            if payload.status in ATTENDED:
+                held.append(
+                    Schedule(
+                        f"lapsed-{payload.member_id}",
+                        "lapsed_membership",
+                        TITLES["lapsed_membership"],
+                        payload.branch_id,
+                        payload.member_id,
+                        at(add_months(payload.activity_date, config.lapsed_after_months)),
+                        order,
+                        only_later=True,
+                    )
+                )
+            return held
         case UnitRegistered() if payload.kind == "branch":
             day = calendar.day(occurred_at)
             return [
