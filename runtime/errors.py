@@ -12,6 +12,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,  # includes a connection that was closed under us
+    # A connection whose server went away mid-operation can come back from the pool in a
+    # state asyncpg cannot use (MagicStack/asyncpg#1069); another connection will do.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -24,6 +25,7 @@ from contracts.envelope import Envelope
 from runtime.clock import wait_at_most
 from runtime.consumer.incoming import IncomingEvent
 from runtime.db import Connection
+from runtime.errors import is_transient
 from runtime.eventstore import EventStore, RecordedEvent, notify_channel
 from runtime.eventstore.schema import quote_schema
 from runtime.eventstore.store import SELECT_EVENTS, row_to_event
@@ -81,8 +83,9 @@ class LocalProjector:
                 await self._follow()
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                log.warning(
+            except Exception as error:  # a follower that dies leaves its read models behind
+                log.log(
+                    logging.WARNING if is_transient(error) else logging.ERROR,
                     "projector interrupted; retrying",
                     projector=self.name,
                     error=f"{type(error).__name__}: {error}",

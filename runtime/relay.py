@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
 import asyncpg
 import redis.asyncio as redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
 from contracts.catalogue import CATALOGUE
 from contracts.wire import encode_entry, stream_key
 from runtime.clock import Clock, utc_now, wait_at_most
+from runtime.errors import is_transient
 from runtime.eventstore.schema import quote_schema
 from runtime.eventstore.store import EventStore, notify_channel
 from runtime.logs import get_logger
@@ -80,13 +82,9 @@ class Relay:
                 await self._lead()
             except asyncio.CancelledError:
                 raise
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                RedisError,
-            ) as error:
-                log.warning(
+            except Exception as error:  # a relay that dies publishes nothing more
+                log.log(
+                    logging.WARNING if is_transient(error) else logging.ERROR,
                     "relay interrupted; retrying",
                     source=self._source,
                     error=f"{type(error).__name__}: {error}",

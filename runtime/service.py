@@ -123,7 +123,9 @@ async def ensure_database(dsn: str) -> bool:
             await admin.execute(f'CREATE DATABASE "{name}"')
             log.info("database created", database=name)
             return True
-        except asyncpg.DuplicateDatabaseError:
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            # Another service started at the same moment created it (two CREATE DATABASE
+            # racing end in a unique violation on the catalogue, not a duplicate error).
             return False
         finally:
             await admin.close()
@@ -293,6 +295,8 @@ class RebuildReport:
     events_read: int
     tables: tuple[str, ...]
     differing: tuple[str, ...]
+    #: A few rows of each differing table as they were (`-`) and as they came out (`+`).
+    examples: tuple[str, ...] = ()
 
     @property
     def equal(self) -> bool:
@@ -328,7 +332,12 @@ async def rebuild_read_models(
     differing = tuple(
         t for t in sorted(before.keys() | after.keys()) if before.get(t) != after.get(t)
     )
-    return RebuildReport(definition.name, read, tuple(sorted(before)), differing)
+    examples: list[str] = []
+    for table in differing:
+        was, now = set(before.get(table, ())), set(after.get(table, ()))
+        examples += [f"{table} - {row}" for row in sorted(was - now)[:3]]
+        examples += [f"{table} + {row}" for row in sorted(now - was)[:3]]
+    return RebuildReport(definition.name, read, tuple(sorted(before)), differing, tuple(examples))
 
 
 async def _dump_read_models(pool: asyncpg.Pool, schema: str) -> dict[str, list[str]]:

@@ -143,6 +143,8 @@ async def _rebuild(names: list[str]) -> int:
                     f"{definition.name}: {report.events_read} events folded again; "
                     f"DIFFERENT from the live ones: {', '.join(report.differing)}"
                 )
+                for example in report.examples:
+                    print(f"  {example}")
     finally:
         await pool.close()
     return 1 if differing else 0

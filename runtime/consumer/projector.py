@@ -6,6 +6,7 @@ change, so a redelivered event (at-least-once transport) changes nothing the sec
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -48,6 +49,7 @@ class Projector:
         self.projections = tuple(projections)
         self.eager = tuple(eager)
         self._lock_key = f"{schema}:projector"
+        self._one_at_a_time = asyncio.Lock()
 
     async def apply(self, events: Sequence[IncomingEvent]) -> int:
         """Apply the events not applied before, in one transaction; return how many were new."""
@@ -62,9 +64,11 @@ class Projector:
             if mine:
                 async with self._pool.acquire() as conn, conn.transaction():
                     await projection.apply(conn, mine)
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Replicas of a service apply their batches one at a time: a projection may read
-            # what earlier batches wrote (a total from its lines), and must see all of it.
+        # Batches are applied one at a time, in this process (the lock is taken before a
+        # connection, so that waiting batches do not hold the connections the applying one
+        # needs) and across replicas (the advisory lock): a projection may read what earlier
+        # batches wrote (a total from its lines), and must see all of it.
+        async with self._one_at_a_time, self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._lock_key)
             rows = await conn.fetch(
                 f"INSERT INTO {self._s}.inbox (event_id, source, position) "

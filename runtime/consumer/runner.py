@@ -56,6 +56,9 @@ log = get_logger("consumer")
 #: Applies a batch of validated events; returns how many were new (not seen before).
 BatchHandler = Callable[[Sequence[IncomingEvent]], Awaitable[int]]
 
+#: Lag and pending counts are read from Redis this often (watchdog ticks) for `/metrics`.
+OBSERVE_GROUPS_EVERY_TICKS = 5
+
 #: Consumers idle this long with nothing pending are removed from the group (dead replicas).
 STALE_CONSUMER_MS = 3_600_000
 
@@ -182,7 +185,7 @@ class EventConsumer:
                         )
                         await self.ensure_group(stream)
                         await subscriber.start()
-                if ticks % 10 == 0:
+                if ticks % OBSERVE_GROUPS_EVERY_TICKS == 0:
                     await self._observe_groups()
             except asyncio.CancelledError:
                 raise
