@@ -59,8 +59,12 @@ class ServiceProcesses:
     def start_all(self, names: Iterable[str] = NAMES) -> None:
         for name in names:
             self.start(name)
-        for name in names:
-            self.wait_ready(name)
+        try:
+            for name in names:
+                self.wait_ready(name)
+        except BaseException:
+            self.stop_all()  # none of them may outlive a failed start
+            raise
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes[name]
