@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 
 from contracts.catalogue import CATALOGUE
 from contracts.envelope import EventPayload
+from runtime.clock import utc_now
 from runtime.eventstore import (
     AppendResult,
     ConcurrencyConflict,
@@ -104,8 +105,12 @@ async def execute(
     decide: Decide,
     *,
     primary: str | None = None,
+    record_no_op: bool = True,
 ) -> AppendResult:
-    """Run a command reading `stream_ids`; `primary` is the stream `If-Match` refers to."""
+    """Run a command reading `stream_ids`; `primary` is the stream `If-Match` refers to.
+    `record_no_op=False` appends nothing (not even the idempotency key) when the decision
+    changes nothing: for commands derived from consumed events, whose inbox already stops a
+    redelivery, a commit per no-op is pure cost."""
     if context.idempotency is not None:
         earlier = await store.find_result(context.idempotency.key)
         if earlier is not None:
@@ -124,6 +129,9 @@ async def execute(
             if actual != context.expected_version:
                 raise ConcurrencyConflict(target, context.expected_version, actual)
         decision = decide(loaded)
+        if not record_no_op and not decision.changes and not decision.claims:
+            versions = {stream_id: stream.version for stream_id, stream in loaded.items()}
+            return AppendResult(versions, [], None, None, utc_now())
         appends = _appends(decision, loaded)
         try:
             return await store.append(*appends, metadata=metadata, idempotency=context.idempotency)

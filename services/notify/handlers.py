@@ -77,7 +77,9 @@ class NotifyService:
             )
 
         key = f"{cause}:{intent.deadline_id}:{type(intent).__name__}"
-        await execute(self.store, self.context(key, cause, correlation), [stream], decide)
+        await execute(
+            self.store, self.context(key, cause, correlation), [stream], decide, record_no_op=False
+        )
 
     async def _withdraw_member(
         self,

@@ -31,7 +31,7 @@ from runtime.consumer import IncomingEvent
 from runtime.db import Connection
 from runtime.eventstore.schema import quote_schema
 from services.notify.domain.config import NotifyConfig, Role
-from services.notify.domain.deadlines import Calendar, derive
+from services.notify.domain.deadlines import Calendar, Intent, Meet, Schedule, Withdraw, derive
 from services.notify.domain.reminders import DeadlineView, delivery_id, plan
 from services.notify.handlers import NotifyService
 
@@ -55,6 +55,7 @@ class DeadlinesFromEvents:
     async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
         members_changed: set[str] = set()
         offices_changed: set[str] = set()
+        met: set[str] = set()  # a sheet of 100 lines meets its meeting once, not 100 times
         for event in events:
             intents = derive(
                 event.payload,
@@ -63,6 +64,7 @@ class DeadlinesFromEvents:
                 event.position,
                 self._service.calendar,
             )
+            intents = _unmet(intents, met)
             if intents:
                 await self._service.apply_intents(
                     intents, event.event_id, event.envelope.correlation_id, event.occurred_at
@@ -78,6 +80,21 @@ class DeadlinesFromEvents:
             async with self._service.store.pool.acquire() as own, own.transaction():
                 await self._board.replan(own, sorted(offices_changed))
                 await self._board.replan(own, sorted(members_changed), kinds=["meeting"])
+
+
+def _unmet(intents: Sequence[Intent], met: set[str]) -> list[Intent]:
+    """The intents less a Meet of a deadline already met earlier in the batch (and not
+    scheduled again since): it would decide nothing."""
+    kept: list[Intent] = []
+    for intent in intents:
+        if isinstance(intent, Meet):
+            if intent.deadline_id in met:
+                continue
+            met.add(intent.deadline_id)
+        elif isinstance(intent, Schedule | Withdraw):
+            met.discard(intent.deadline_id)
+        kept.append(intent)
+    return kept
 
 
 #: A delivery that ends keeps no scheduling state, so that the live row and the row folded
