@@ -50,6 +50,7 @@ def _serve(names: list[str]) -> int:
         host=settings.http_host,
         port=settings.port_for(definition.name),
         loop="uvloop",
+        http="httptools",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=15,
