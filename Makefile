@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench.bench_foundation
+	$(BIN)/python -m tests.bench.targets
 
 contracts: $(STAMP)  ## regenerate JSON Schema, AsyncAPI and OpenAPI documents
 	$(BIN)/party contracts

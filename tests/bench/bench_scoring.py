@@ -15,6 +15,8 @@ import platform
 import random
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -86,23 +88,30 @@ def incoming(n: int, members: int) -> IncomingEvent:
     return IncomingEvent(envelope, payload, "activities", n + 1)
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=1_000_000, help="inputs replayed")
-    parser.add_argument("--live", type=int, default=50_000, help="inputs consumed live")
-    parser.add_argument("--members", type=int, default=3000)
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class ScoringFigures:
+    live_events: int
+    live_rate: float  # events/s
+    ledger_events: int
+    replay_inputs: int
+    replay_rows: int
+    replay_rate: float  # events/s
+
+
+async def measure(
+    events: int = 1_000_000,
+    live: int = 50_000,
+    members: int = 3000,
+    admin_url: str = ADMIN_URL,
+    say: Callable[[str], None] = print,
+) -> ScoringFigures:
+    """Live consumption of `live` inputs and replay of `events` archived inputs, on a private
+    database that is dropped afterwards."""
     database = f"party_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_URL)
+    admin = await asyncpg.connect(admin_url)
     await admin.execute(f'CREATE DATABASE "{database}"')
-    pool = await asyncpg.create_pool(ADMIN_URL.rsplit("/", 1)[0] + f"/{database}", max_size=10)
+    pool = await asyncpg.create_pool(admin_url.rsplit("/", 1)[0] + f"/{database}", max_size=10)
     assert pool is not None
-    rows: list[tuple[str, str]] = []
-    print(
-        f"scoring benchmark: {args.live:,} live, {args.events:,} replayed, "
-        f"{args.members:,} members; {platform.node()}, {os.cpu_count()} cores",
-        flush=True,
-    )
     try:
         schema = "scoring"
         async with pool.acquire() as conn:
@@ -126,25 +135,21 @@ async def main() -> None:
             pool, schema, [ScoringInputs(service, archive, CATALOGUE.types_of(*INPUT_FAMILIES))]
         )
 
-        events = [incoming(n, args.members) for n in range(args.live)]
+        inputs = [incoming(n, members) for n in range(live)]
         started = time.perf_counter()
-        for start in range(0, len(events), 1000):
-            await consumer.apply(events[start : start + 1000])
-        elapsed = time.perf_counter() - started
+        for start in range(0, len(inputs), 1000):
+            await consumer.apply(inputs[start : start + 1000])
+        live_elapsed = time.perf_counter() - started
         ledger = await pool.fetchval(f"SELECT count(*) FROM {schema}.events")
-        rows.append(
-            (
-                "live consumption (batches of 1,000: archive, re-score, ledger)",
-                f"{args.live / elapsed:,.0f} events/s ({ledger:,} ledger events written)",
-            )
+        say(
+            f"    live consumption: {live / live_elapsed:,.0f} events/s "
+            f"({live:,} inputs, {ledger:,} ledger events written)"
         )
-        print(f"  {rows[-1][0]}: {rows[-1][1]}", flush=True)
 
         # The rest of the archive, bulk-loaded, for the replay.
-        remaining = range(args.live, args.events)
         batch: list[tuple[object, ...]] = []
-        for n in remaining:
-            payload, occurred, branch = attendance(n, args.members)
+        for n in range(live, events):
+            payload, occurred, branch = attendance(n, members)
             batch.append(
                 (
                     uuid.UUID(int=n + 1),
@@ -168,20 +173,49 @@ async def main() -> None:
         queries = ScoringQueries(service, archive)
         started = time.perf_counter()
         report = await queries.replay()
-        elapsed = time.perf_counter() - started
-        rows.append(
-            (
-                f"replay from the archive ({report.inputs:,} inputs, "
-                f"{report.rows:,} member-periods)",
-                f"{report.inputs / elapsed:,.0f} events/s",
-            )
+        replay_elapsed = time.perf_counter() - started
+        say(
+            f"    replay: {report.inputs / replay_elapsed:,.0f} events/s "
+            f"({report.inputs:,} inputs, {report.rows:,} member-periods)"
         )
-        print(f"  {rows[-1][0]}: {rows[-1][1]}", flush=True)
         await store.close()
     finally:
         await pool.close()
         await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
         await admin.close()
+    return ScoringFigures(
+        live_events=live,
+        live_rate=live / live_elapsed,
+        ledger_events=ledger,
+        replay_inputs=report.inputs,
+        replay_rows=report.rows,
+        replay_rate=report.inputs / replay_elapsed,
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000, help="inputs replayed")
+    parser.add_argument("--live", type=int, default=50_000, help="inputs consumed live")
+    parser.add_argument("--members", type=int, default=3000)
+    args = parser.parse_args()
+    print(
+        f"scoring benchmark: {args.live:,} live, {args.events:,} replayed, "
+        f"{args.members:,} members; {platform.node()}, {os.cpu_count()} cores",
+        flush=True,
+    )
+    figures = await measure(args.events, args.live, args.members)
+    rows = [
+        (
+            "live consumption (batches of 1,000: archive, re-score, ledger)",
+            f"{figures.live_rate:,.0f} events/s ({figures.ledger_events:,} ledger events written)",
+        ),
+        (
+            f"replay from the archive ({figures.replay_inputs:,} inputs, "
+            f"{figures.replay_rows:,} member-periods)",
+            f"{figures.replay_rate:,.0f} events/s",
+        ),
+    ]
     print()
     print("| figure | measured |")
     print("|---|---|")
