@@ -167,12 +167,13 @@ def ms(seconds: float) -> str:
 #: Where the time goes, from py-spy profiles of these phases (run with --profile DIR to see
 #: them again); printed under the table for the targets that were missed.
 HINTS = {
-    "single": "activities is one Python process doing everything: FastAPI dependencies and a "
-    "BaseHTTPMiddleware on h11 (httptools is not installed); each schedule loads every member "
-    "of the branch into records (only named attendees need them); asyncpg's pool resets each "
-    "connection on release (a round trip per pooled query); and every command waiting for the "
-    "local projector re-reads projection_checkpoints each time the projector advances "
-    "(LocalProjector.wait_for → _refresh)",
+    "single": "the two cores are shared with the consumers handling the same events (see the cores "
+    "line); activities is one Python process doing everything: FastAPI dependencies and a "
+    "BaseHTTPMiddleware (serving with httptools instead of h11 changed nothing); each "
+    "schedule loads every member of the branch into records (only named attendees need them);"
+    " asyncpg's pool resets each connection on release (a round trip per pooled query); and "
+    "every command waiting for the local projector re-reads projection_checkpoints each time "
+    "the projector advances (LocalProjector.wait_for → _refresh)",
     "sheets": "the answer waits for the local projector, which inserts the attendance_log one "
     "INSERT per event and parses each event again with pydantic; the relay (an XADD per event) "
     "and the group commit share the same core",
