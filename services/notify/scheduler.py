@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import uuid5
 
 import asyncpg
@@ -170,14 +171,7 @@ class ReminderScheduler:
                 row,
                 view,
                 ReminderSkipped(
-                    deadline_id=view.deadline_id,
-                    kind=view.kind,  # type: ignore[arg-type]
-                    branch_id=view.branch_id,
-                    member_id=view.member_id,
-                    recipient_id=row["recipient_id"],
-                    channel=row["channel"],
-                    lead_seconds=row["lead_seconds"],
-                    role=row["role"],
+                    **_reminder_of(row, view),
                     skipped_at=self.clock(),
                     reason="too late to be useful" if stale else "the due time has passed",
                 ),
@@ -205,14 +199,7 @@ class ReminderScheduler:
                 row,
                 view,
                 ReminderSent(
-                    deadline_id=view.deadline_id,
-                    kind=view.kind,  # type: ignore[arg-type]
-                    branch_id=view.branch_id,
-                    member_id=view.member_id,
-                    recipient_id=row["recipient_id"],
-                    channel=row["channel"],
-                    lead_seconds=row["lead_seconds"],
-                    role=row["role"],
+                    **_reminder_of(row, view),
                     sent_at=self.clock(),
                     attempts=row["attempts"],
                 ),
@@ -242,14 +229,7 @@ class ReminderScheduler:
             row,
             view,
             ReminderFailed(
-                deadline_id=view.deadline_id,
-                kind=view.kind,  # type: ignore[arg-type]
-                branch_id=view.branch_id,
-                member_id=view.member_id,
-                recipient_id=row["recipient_id"],
-                channel=row["channel"],
-                lead_seconds=row["lead_seconds"],
-                role=row["role"],
+                **_reminder_of(row, view),
                 failed_at=self.clock(),
                 attempts=row["attempts"],
                 reason=(attempt.detail or "failed")[:200],
@@ -303,3 +283,17 @@ class ReminderScheduler:
             row["delivery_id"],
             self.replica,
         )
+
+
+def _reminder_of(row: asyncpg.Record, view: DeadlineView) -> dict[str, Any]:
+    """What every reminder event says of its delivery: the deadline, the recipient and how."""
+    return {
+        "deadline_id": view.deadline_id,
+        "kind": view.kind,
+        "branch_id": view.branch_id,
+        "member_id": view.member_id,
+        "recipient_id": row["recipient_id"],
+        "channel": row["channel"],
+        "lead_seconds": row["lead_seconds"],
+        "role": row["role"],
+    }

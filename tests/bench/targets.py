@@ -164,6 +164,14 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms"
 
 
+#: The figure and target each write phase reports under when it fails outright.
+PHASE_FIGURES = {
+    "single": ("single-event commands over HTTP", "≥ 1,500 commands/s, p99 ≤ 50 ms"),
+    "relay": ("relay publish lag", "p99 ≤ 20 ms"),
+    "visible": ("command accepted → score visible", "p99 ≤ 150 ms"),
+    "sheets": ("attendance sheets of 100 lines", "≥ 20,000 events/s appended"),
+}
+
 #: Where the time goes, from py-spy profiles of these phases (run with --profile DIR to see
 #: them again); printed under the table for the targets that were missed.
 HINTS = {
@@ -877,68 +885,32 @@ async def run(
 
         await timed(report, "reads", ledger_target, reads)
 
-        say("  single-event commands …")
-        await timed(
-            report,
-            "single-event commands over HTTP",
-            "≥ 1,500 commands/s, p99 ≤ 50 ms",
-            lambda: single_event_commands(
-                w,
-                plan,
-                year,
-                activities,
+        # The write phases, each on a quiet system: the one before is let settle first.
+        phases = [
+            ("single-event commands", single_event_commands, "single", ["activities"]),
+            ("relay lag", relay_lag, "relay", ["activities"]),
+            ("accepted → visible", accepted_to_visible, "visible", ["activities", "scoring"]),
+            ("sheets of 100", sheets_of_100, "sheets", ["activities"]),
+        ]
+        for n, (label, measure, phase, profiled) in enumerate(phases):
+            if n:
+                await settled(w, plan, report)
+            say(f"  {label} …")
+            figure, target = PHASE_FIGURES[phase]
+            await timed(
                 report,
-                profiler.phase(w, "single", ["activities"], report),
-            ),
-        )
-        await settled(w, plan, report)
-
-        say("  relay lag …")
-        await timed(
-            report,
-            "relay publish lag",
-            "p99 ≤ 20 ms",
-            lambda: relay_lag(
-                w,
-                plan,
-                year,
-                activities,
-                report,
-                profiler.phase(w, "relay", ["activities"], report),
-            ),
-        )
-        await settled(w, plan, report)
-
-        say("  accepted → visible …")
-        await timed(
-            report,
-            "command accepted → score visible",
-            "p99 ≤ 150 ms",
-            lambda: accepted_to_visible(
-                w,
-                plan,
-                year,
-                activities,
-                report,
-                profiler.phase(w, "visible", ["activities", "scoring"], report),
-            ),
-        )
-        await settled(w, plan, report)
-
-        say("  sheets of 100 …")
-        await timed(
-            report,
-            "attendance sheets of 100 lines",
-            "≥ 20,000 events/s appended",
-            lambda: sheets_of_100(
-                w,
-                plan,
-                year,
-                activities,
-                report,
-                profiler.phase(w, "sheets", ["activities"], report),
-            ),
-        )
+                figure,
+                target,
+                functools.partial(
+                    measure,
+                    w,
+                    plan,
+                    year,
+                    activities,
+                    report,
+                    profiler.phase(w, phase, profiled, report),
+                ),
+            )
 
         say(f"  bulk to {plan.events:,} events, then memory …")
 
