@@ -35,7 +35,7 @@ from tests.conftest import REDIS_URL
 from tests.support.processes import NAMES, CarefulClient, Outcome, ServiceProcesses, bearer
 from tests.support.servers import RedisServer, free_port
 
-pytestmark = pytest.mark.timeout(420)
+pytestmark = pytest.mark.timeout(600)
 
 BRANCH = "nde-b1"
 REGULARS = [f"m-regular-{n}" for n in range(8)]  # enrolled before the load: in every sheet
@@ -150,14 +150,20 @@ async def settle(client: CarefulClient, *services: str, within: float = 120.0) -
                 await asyncio.sleep(0.2)
 
         for service in services:
+            seen: list[tuple[float, int]] = []  # to tell a slow consumer from a stuck one
             while True:
                 producers = [p for p in CONSUMES[service] if p != "scoring" or service != "roster"]
                 heads = sum([(await progress(p))["head_position"] for p in producers])
                 applied = (await progress(service))["inbox"]
                 if applied >= heads:
                     break
+                seen.append((time.monotonic(), applied))
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"{service} applied {applied} of {heads} events")
+                    earlier = next((n for t, n in seen if t >= seen[-1][0] - 30), applied)
+                    raise AssertionError(
+                        f"{service} applied {applied} of {heads} events "
+                        f"({applied - earlier} in the last 30 s)"
+                    )
                 await asyncio.sleep(0.3)
 
 
@@ -248,7 +254,8 @@ async def check_everything(
 ) -> None:
     for name in NAMES:
         stack.wait_ready(name)
-    await settle(client, "activities", "scoring", "notify", "roster")
+    # Notify, the slowest consumer, may still be working off the load on a busy machine.
+    await settle(client, "activities", "scoring", "notify", "roster", within=240)
     refused = [o for o in accepted.outcomes if o.status >= 400]
     assert not refused, refused[:5]
     assert not client.unexpected, client.unexpected[:5]
