@@ -5,22 +5,38 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
-#: Keys whose values are personal data (DESIGN §6): never written to logs.
+#: Keys whose values are personal data (DESIGN §6): never written to logs. Members and the
+#: Party-member guides of the roster (`guide.registered`: name, phone) alike.
 PERSONAL_KEYS = frozenset(
     {"student_number", "name", "phone", "email", "dormitory", "bed", "authorization", "token"}
 )
+REDACTED = "[redacted]"
+
+
+def _redacted(value: Any) -> Any:
+    """`value` with every personal key blanked, however deep (an event's data logged whole)."""
+    if isinstance(value, Mapping):
+        return {k: REDACTED if k in PERSONAL_KEYS else _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_redacted(v) for v in value)
+    return value
 
 
 def redact_personal_data(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    for key in PERSONAL_KEYS.intersection(event_dict):
-        event_dict[key] = "[redacted]"
+    for key, value in event_dict.items():
+        if key in PERSONAL_KEYS:
+            event_dict[key] = REDACTED
+        elif isinstance(value, Mapping | list | tuple):
+            event_dict[key] = _redacted(value)
     return event_dict
 
 

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from contracts.envelope import EventPayload, Family
+from contracts.envelope import EventPayload, Family, StrictModel
 from contracts.types import BusinessDate, Identifier, ShortText, Text
 
 UnitKind = Literal["school", "branch", "group"]
@@ -66,6 +66,7 @@ class CommitteeElected(_MemberFamily):
     term_starts_on: BusinessDate
     term_ends_on: BusinessDate
     elected_on: BusinessDate
+    election_id: Identifier | None = None  # the election (its last round) it came from
 
     @model_validator(mode="after")
     def _secretary_on_committee(self) -> CommitteeElected:
@@ -157,6 +158,47 @@ class MemberDisciplined(_MemberFamily):
     ]
     decided_on: BusinessDate
     reason: Text
+    #: 留党察看 only: the day the measure is over (the member has their rights back from then
+    #: on). Recorded since the election rules need it; an event without it (recorded before)
+    #: counts as one year after decided_on.
+    lasts_until: BusinessDate | None = None
+
+    @model_validator(mode="after")
+    def _lasts_after_decision(self) -> MemberDisciplined:
+        if self.lasts_until is not None and self.lasts_until <= self.decided_on:
+            raise ValueError("lasts_until: must be after decided_on")
+        return self
+
+
+#: A fraction written as text, e.g. "4/5" (quorum and margin rules as they were applied).
+FRACTION_TEXT = r"^[0-9]{1,6}/[1-9][0-9]{0,5}$"
+
+
+class MeetingVote(StrictModel):
+    """How a branch general meeting (支部大会) voted on one member's probation: who had the right
+    to vote that day (full members of the branch not under 留党察看, the member concerned left
+    out), how many of them were present, and the counts. Nothing links a voter to a vote."""
+
+    entitled: int = Field(ge=0)
+    entitled_ids: list[Identifier] = Field(max_length=5000)
+    present_entitled: int = Field(ge=0)
+    present_entitled_ids: list[Identifier] = Field(max_length=5000)
+    present_not_entitled: list[Identifier] = Field(max_length=5000)
+    yes: int = Field(ge=0)
+    no: int = Field(ge=0)
+    abstain: int = Field(ge=0)
+    quorum: str = Field(pattern=FRACTION_TEXT)  # more than this share of the entitled present
+    majority: str = Field(pattern=FRACTION_TEXT)  # more than this share of the entitled: yes
+
+    @model_validator(mode="after")
+    def _counts(self) -> MeetingVote:
+        if self.entitled != len(self.entitled_ids):
+            raise ValueError("entitled: the count of entitled_ids")
+        if self.present_entitled != len(self.present_entitled_ids):
+            raise ValueError("present_entitled: the count of present_entitled_ids")
+        if self.yes + self.no + self.abstain > self.present_entitled:
+            raise ValueError("yes: more votes than members present with voting rights")
+        return self
 
 
 class ProbationExtended(_MemberFamily):
@@ -170,6 +212,7 @@ class ProbationExtended(_MemberFamily):
     new_end_on: BusinessDate
     reason: Text
     decided_on: BusinessDate
+    vote: MeetingVote | None = None  # the branch general meeting's vote, when recorded
 
 
 class MemberConverted(_MemberFamily):
@@ -181,6 +224,7 @@ class MemberConverted(_MemberFamily):
     converted_on: BusinessDate
     probation_ended_on: BusinessDate
     decided_on: BusinessDate
+    vote: MeetingVote | None = None  # the branch general meeting's vote, when recorded
 
 
 class MemberMoved(_MemberFamily):
@@ -289,4 +333,111 @@ class PlaqueWithdrawn(_MemberFamily):
     member_id: Identifier
     kind: Literal["dormitory", "bed"]
     withdrawn_on: BusinessDate
+    reason: Text
+
+
+class ElectionHeld(_MemberFamily):
+    """A branch general meeting elected (a round of) its committee by secret ballot (民主选举,
+    差额选举): the electorate as the roster knew it on that day, how many of them came, the
+    ballots and the votes, who was elected, who tied for the last seat(s) and how many seats go
+    to a further round, and the rules applied. Nothing links a voter to a vote.
+
+    A round that completes the result (nothing tied) with someone elected is followed in the
+    same stream by the `branch.committee_elected` it produced (its `election_id` names this
+    round)."""
+
+    event_type: ClassVar[str] = "branch.election_held"
+
+    election_id: Identifier
+    branch_id: Identifier
+    held_on: BusinessDate
+    round: int = Field(ge=1, le=20)
+    round_of: Identifier | None  # the election (round) this one continues
+    seats: int = Field(ge=1, le=50)
+    candidates: list[Identifier] = Field(min_length=1, max_length=200)
+    entitled: int = Field(ge=0)
+    entitled_ids: list[Identifier] = Field(max_length=5000)
+    present_entitled: int = Field(ge=0)
+    present_entitled_ids: list[Identifier] = Field(max_length=5000)
+    present_not_entitled: list[Identifier] = Field(max_length=5000)
+    ballots_cast: int = Field(ge=0)
+    tally: dict[Identifier, int]
+    elected: list[Identifier] = Field(max_length=50)  # this round's, by votes, most first
+    tied: list[Identifier] = Field(max_length=200)
+    seats_for_next_round: int = Field(ge=0)
+    empty_seats: int = Field(ge=0)
+    quorum: str = Field(pattern=FRACTION_TEXT)  # more than this share of the entitled present
+    margin: str = Field(pattern=FRACTION_TEXT)  # at least this share more candidates than seats
+    majority: str = Field(pattern=FRACTION_TEXT)  # more than this share of present_entitled
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ElectionHeld:
+        if (self.round == 1) != (self.round_of is None):
+            raise ValueError("round_of: names the earlier round exactly when round > 1")
+        if set(self.tally) != set(self.candidates):
+            raise ValueError("tally: one count for each candidate")
+        if any(votes < 0 for votes in self.tally.values()):
+            raise ValueError("tally: votes are not negative")
+        if not set(self.elected) | set(self.tied) <= set(self.candidates):
+            raise ValueError("elected: only candidates are elected or tied")
+        if len(self.elected) + self.seats_for_next_round + self.empty_seats != self.seats:
+            raise ValueError("seats: elected, seats for the next round and empty seats add up")
+        if (self.seats_for_next_round > 0) != bool(self.tied):
+            raise ValueError("tied: seats go to a next round exactly when candidates tied")
+        if self.entitled != len(self.entitled_ids):
+            raise ValueError("entitled: the count of entitled_ids")
+        if self.present_entitled != len(self.present_entitled_ids):
+            raise ValueError("present_entitled: the count of present_entitled_ids")
+        return self
+
+
+GuideKind = Literal["army_officer", "faculty", "alumnus", "other"]
+
+
+class GuideRegistered(_MemberFamily):
+    """A Party-member guide (党员引路人) from outside the branch: an army officer, a faculty
+    member, an alumnus. Name and phone are personal data."""
+
+    event_type: ClassVar[str] = "guide.registered"
+
+    guide_id: Identifier
+    name: ShortText
+    kind: GuideKind
+    organisation: ShortText
+    phone: ShortText | None = None
+    registered_on: BusinessDate
+
+
+class GuideAppointed(_MemberFamily):
+    """A guide appointed by a branch for a term to named members or to a Party group. The term
+    runs from term_starts_on to term_ends_on, both days included."""
+
+    event_type: ClassVar[str] = "guide.appointed"
+
+    appointment_id: Identifier
+    guide_id: Identifier
+    branch_id: Identifier
+    member_ids: list[Identifier] = Field(default_factory=list, max_length=200)
+    group_id: Identifier | None = None
+    term_starts_on: BusinessDate
+    term_ends_on: BusinessDate
+
+    @model_validator(mode="after")
+    def _whom(self) -> GuideAppointed:
+        if bool(self.member_ids) == (self.group_id is not None):
+            raise ValueError("member_ids: name the members or the Party group, not both")
+        if self.term_ends_on <= self.term_starts_on:
+            raise ValueError("term_ends_on: must be after term_starts_on")
+        return self
+
+
+class GuideAppointmentEnded(_MemberFamily):
+    """An appointment ended before its term: from ended_on the guide no longer guides them."""
+
+    event_type: ClassVar[str] = "guide.appointment_ended"
+
+    appointment_id: Identifier
+    guide_id: Identifier
+    branch_id: Identifier
+    ended_on: BusinessDate
     reason: Text

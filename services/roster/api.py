@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
 from datetime import date
@@ -10,11 +11,18 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from runtime.auth import AccessDenied, Principal
+from runtime.auth import AccessDenied, Principal, Role
+from runtime.commands import CommandContext
 from runtime.http import Accepted, Command, CurrentPrincipal, Problem, accepted, problem_responses
-from services.roster.domain import care, member, organisation
+from services.roster.domain import care, election, guide, member, organisation
 from services.roster.export import to_csv, to_xlsx
-from services.roster.handlers import RosterService, member_id_of, member_stream, unit_stream
+from services.roster.handlers import (
+    RosterService,
+    guide_stream,
+    member_id_of,
+    member_stream,
+    unit_stream,
+)
 from services.roster.queries import RosterQueries, Scope
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
@@ -60,6 +68,23 @@ async def _member_scope(request: Request, member_id: str) -> Scope:
 def _no_campus_systems(principal: Principal) -> None:
     if principal.role == "campus_system":
         raise AccessDenied("campus systems subscribe to the event streams; the API is for people")
+
+
+def _generated_id(prefix: str, command: CommandContext) -> str:
+    """An id for what a command creates when the caller left it out: derived from the
+    idempotency key when there is one, so that a retry names the same thing."""
+    if command.idempotency is not None:
+        return f"{prefix}-{hashlib.sha256(command.idempotency.key.encode()).hexdigest()[:12]}"
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+OPTIONAL_ID = Field(
+    None,
+    min_length=1,
+    max_length=64,
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]*$",
+    description="generated when left out",
+)
 
 
 # -- organisation -----------------------------------------------------------------------------
@@ -141,6 +166,47 @@ async def get_committee(
     scope = await _branch_scope(request, branch_id)
     principal.require_read(branch_id, scope.school_id)
     return await _queries(request).committee(branch_id)
+
+
+class ElectionRequest(election.HoldElection):
+    election_id: str | None = OPTIONAL_ID  # type: ignore[assignment]
+
+
+@router.post(
+    "/branches/{branch_id}/elections",
+    status_code=201,
+    tags=["organisation"],
+    responses=COMMAND_ERRORS,
+    summary="Record a committee election (民主选举): the electorate, the ballots, the result",
+)
+async def hold_election(
+    branch_id: str,
+    body: ElectionRequest,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    command: Command,
+) -> Accepted:
+    scope = await _branch_scope(request, branch_id)
+    principal.require_write(branch_id, scope.school_id)
+    election_id = body.election_id or _generated_id("e", command)
+    held = election.HoldElection(**{**body.model_dump(), "election_id": election_id})
+    roll = await _queries(request).branch_member_ids(branch_id)
+    result = await _service(request).hold_election(branch_id, held, command, roll)
+    return accepted(result, response, id=election_id, stream=unit_stream(branch_id))
+
+
+@router.get(
+    "/branches/{branch_id}/elections",
+    tags=["organisation"],
+    summary="The branch's elections, each round with its result and the committee it gave",
+)
+async def list_elections(
+    branch_id: str, request: Request, principal: CurrentPrincipal
+) -> list[dict[str, Any]]:
+    scope = await _branch_scope(request, branch_id)
+    principal.require_read(branch_id, scope.school_id)
+    return await _queries(request).elections(branch_id)
 
 
 @router.post(
@@ -241,9 +307,19 @@ async def get_member(
     return record
 
 
-async def _authorise_member_command(request: Request, principal: Principal, member_id: str) -> None:
+async def _authorise_member_command(
+    request: Request, principal: Principal, member_id: str
+) -> Scope:
     scope = await _member_scope(request, member_id)
     principal.require_write(scope.branch_id or "", scope.school_id)
+    return scope
+
+
+async def _roll(request: Request, scope: Scope, vote: object) -> list[str]:
+    """Every member the branch has had, when a vote is to be counted against them."""
+    if vote is None or scope.branch_id is None:
+        return []
+    return await _queries(request).branch_member_ids(scope.branch_id)
 
 
 def _member_endpoint(path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
@@ -308,8 +384,9 @@ async def convert(
     principal: CurrentPrincipal,
     command: Command,
 ) -> Accepted:
-    await _authorise_member_command(request, principal, member_id)
-    result = await _service(request).convert(member_id, body, command)
+    scope = await _authorise_member_command(request, principal, member_id)
+    roll = await _roll(request, scope, body.vote)
+    result = await _service(request).convert(member_id, body, command, roll)
     return accepted(result, response, stream=member_stream(member_id))
 
 
@@ -322,8 +399,9 @@ async def extend_probation(
     principal: CurrentPrincipal,
     command: Command,
 ) -> Accepted:
-    await _authorise_member_command(request, principal, member_id)
-    result = await _service(request).extend_probation(member_id, body, command)
+    scope = await _authorise_member_command(request, principal, member_id)
+    roll = await _roll(request, scope, body.vote)
+    result = await _service(request).extend_probation(member_id, body, command, roll)
     return accepted(result, response, stream=member_stream(member_id))
 
 
@@ -401,6 +479,121 @@ async def withdraw_plaque(
     await _authorise_member_command(request, principal, member_id)
     result = await _service(request).withdraw_plaque(member_id, plaque_id, body, command)
     return accepted(result, response, stream=member_stream(member_id))
+
+
+# -- guides -----------------------------------------------------------------------------------
+
+GUIDE_READERS: tuple[Role, ...] = (
+    "university_admin",
+    "auditor",
+    "school_admin",
+    "branch_secretary",
+    "committee_member",
+)
+
+
+class GuideRequest(guide.RegisterGuide):
+    guide_id: str | None = OPTIONAL_ID  # type: ignore[assignment]
+
+
+@router.post(
+    "/guides",
+    status_code=201,
+    tags=["guides"],
+    responses=COMMAND_ERRORS,
+    summary="Register a Party-member guide (党员引路人) from outside the branch",
+)
+async def register_guide(
+    body: GuideRequest,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    command: Command,
+) -> Accepted:
+    principal.require_role("university_admin", "school_admin", "branch_secretary")
+    guide_id = body.guide_id or _generated_id("g", command)
+    registration = guide.RegisterGuide(**{**body.model_dump(), "guide_id": guide_id})
+    result = await _service(request).register_guide(registration, command)
+    return accepted(result, response, id=guide_id, stream=guide_stream(guide_id))
+
+
+@router.get("/guides/{guide_id}", tags=["guides"], summary="A guide and their appointments")
+async def get_guide(guide_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
+    principal.require_role(*GUIDE_READERS)
+    record = await _queries(request).guide(guide_id)
+    if record is None:
+        raise _not_found(f"guide {guide_id}")
+    return record
+
+
+class AppointmentRequest(guide.AppointGuide):
+    appointment_id: str | None = OPTIONAL_ID  # type: ignore[assignment]
+
+
+@router.post(
+    "/guides/{guide_id}/appointments",
+    status_code=201,
+    tags=["guides"],
+    responses=COMMAND_ERRORS,
+    summary="Appoint a guide for a term to members of a branch or to one of its Party groups",
+)
+async def appoint_guide(
+    guide_id: str,
+    body: AppointmentRequest,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    command: Command,
+) -> Accepted:
+    scope = await _branch_scope(request, body.branch_id)
+    principal.require_write(body.branch_id, scope.school_id)
+    appointment_id = body.appointment_id or _generated_id("ga", command)
+    appointment = guide.AppointGuide(**{**body.model_dump(), "appointment_id": appointment_id})
+    result = await _service(request).appoint_guide(guide_id, appointment, command)
+    return accepted(result, response, id=appointment_id, stream=guide_stream(guide_id))
+
+
+@router.post(
+    "/guides/{guide_id}/appointments/{appointment_id}/end",
+    tags=["guides"],
+    responses=COMMAND_ERRORS,
+    summary="End a guide's appointment before its term",
+)
+async def end_guide_appointment(
+    guide_id: str,
+    appointment_id: str,
+    body: guide.EndAppointment,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    command: Command,
+) -> Accepted:
+    queries = _queries(request)
+    appointment = await queries.guide_appointment(guide_id, appointment_id)
+    if appointment is None:
+        raise _not_found(f"appointment {appointment_id} of guide {guide_id}")
+    scope = await _branch_scope(request, appointment["branch_id"])
+    principal.require_write(appointment["branch_id"], scope.school_id)
+    result = await _service(request).end_guide_appointment(guide_id, appointment_id, body, command)
+    return accepted(result, response, stream=guide_stream(guide_id))
+
+
+@router.get(
+    "/branches/{branch_id}/guides",
+    tags=["guides"],
+    summary="The branch's guides: every appointment, or those in force on a date",
+)
+async def branch_guides(
+    branch_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    as_of: Annotated[
+        date | None, Query(description="only the appointments in force that day")
+    ] = None,
+) -> list[dict[str, Any]]:
+    scope = await _branch_scope(request, branch_id)
+    principal.require_read(branch_id, scope.school_id)
+    return await _queries(request).branch_guides(branch_id, as_of)
 
 
 # -- archives ---------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ from runtime.commands import (
 )
 from runtime.eventstore import AppendResult, EventStore, IdempotencyKey, UniqueClaim
 from runtime.projection import LocalProjector
-from services.roster.domain import care, member, organisation
+from services.roster.domain import care, election, guide, member, organisation
 from services.roster.domain.policy import RosterPolicy
+from services.roster.domain.voting import BranchRoll
 
 
 def unit_stream(unit_id: str) -> str:
@@ -34,6 +35,10 @@ def member_stream(member_id: str) -> str:
 
 def pairings_stream(branch_id: str) -> str:
     return f"pairings-{branch_id}"
+
+
+def guide_stream(guide_id: str) -> str:
+    return f"guide-{guide_id}"
 
 
 def member_id_of(result: AppendResult) -> str:
@@ -82,6 +87,15 @@ class RosterService:
     ) -> Decision:
         return Decision([Change(stream, e, self.at(day), branch_id) for e in events])
 
+    @staticmethod
+    def _roll(
+        branch_id: str, loaded: Mapping[str, LoadedStream], member_ids: Sequence[str]
+    ) -> BranchRoll:
+        """The branch's members as folded from the streams just read (the decision is guarded
+        by their versions: a member changed meanwhile makes it decide again)."""
+        states = {m: member.fold(loaded[member_stream(m)].events) for m in member_ids}
+        return BranchRoll(branch_id, {m: s for m, s in states.items() if s is not None})
+
     # -- organisation ---------------------------------------------------------------------
 
     async def register_unit(
@@ -114,6 +128,32 @@ class RosterService:
             return self._changes(own, events, command.elected_on, branch_id)
 
         return await self._run(context, [own, *members.values()], decide)
+
+    async def hold_election(
+        self,
+        branch_id: str,
+        command: election.HoldElection,
+        context: CommandContext,
+        roll: Sequence[str],
+    ) -> AppendResult:
+        """`roll`: every member the branch has had (the read model's list); the electorate is
+        computed from their streams as of the day of the meeting."""
+        own = unit_stream(branch_id)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            events = election.hold_election(
+                command,
+                organisation.fold(loaded[own].events),
+                election.fold(loaded[own].events),
+                self._roll(branch_id, loaded, roll),
+                self.today(),
+                self.policy,
+            )
+            return self._changes(own, events, command.held_on, branch_id)
+
+        return await self._run(
+            context, [own, *(member_stream(m) for m in roll)], decide, primary=own
+        )
 
     async def link_group(
         self,
@@ -216,24 +256,57 @@ class RosterService:
             lambda: command.effective_on,
         )
 
-    async def convert(
-        self, member_id: str, command: member.ConvertMember, context: CommandContext
+    async def _probation_outcome(
+        self,
+        member_id: str,
+        context: CommandContext,
+        decide_events: Callable[[member.MemberState | None, BranchRoll | None], list[EventPayload]],
+        day: date,
+        roll: Sequence[str],
     ) -> AppendResult:
-        return await self._member_command(
+        """A conversion or extension; with a vote, `roll` names every member the branch has had
+        and the decision reads their streams too."""
+        own = member_stream(member_id)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            state = member.fold(loaded[own].events)
+            branch_id = state.branch_id if state else None
+            branch_roll = self._roll(branch_id, loaded, roll) if branch_id and roll else None
+            return self._changes(own, decide_events(state, branch_roll), day, branch_id)
+
+        streams = [own, *(member_stream(m) for m in roll)]
+        return await self._run(context, streams, decide, primary=own)
+
+    async def convert(
+        self,
+        member_id: str,
+        command: member.ConvertMember,
+        context: CommandContext,
+        roll: Sequence[str] = (),
+    ) -> AppendResult:
+        return await self._probation_outcome(
             member_id,
             context,
-            lambda s: member.convert(command, s, member_id, self.today()),
-            lambda: command.decided_on,
+            lambda s, r: member.convert(command, s, member_id, self.today(), r, self.policy),
+            command.decided_on,
+            roll if command.vote else (),
         )
 
     async def extend_probation(
-        self, member_id: str, command: member.ExtendProbation, context: CommandContext
+        self,
+        member_id: str,
+        command: member.ExtendProbation,
+        context: CommandContext,
+        roll: Sequence[str] = (),
     ) -> AppendResult:
-        return await self._member_command(
+        return await self._probation_outcome(
             member_id,
             context,
-            lambda s: member.extend_probation(command, s, member_id, self.today(), self.policy),
-            lambda: command.decided_on,
+            lambda s, r: member.extend_probation(
+                command, s, member_id, self.today(), self.policy, r
+            ),
+            command.decided_on,
+            roll if command.vote else (),
         )
 
     async def assign_space(
@@ -317,6 +390,57 @@ class RosterService:
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
             events = care.end_pair(command, care.fold(loaded[own].events), pairing_id)
+            return self._changes(own, events, command.ended_on, branch_id)
+
+        return await self._run(context, [own], decide)
+
+    # -- guides ---------------------------------------------------------------------------
+
+    async def register_guide(
+        self, command: guide.RegisterGuide, context: CommandContext
+    ) -> AppendResult:
+        own = guide_stream(command.guide_id)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            events = guide.register(command, guide.fold(loaded[own].events), self.today())
+            return self._changes(own, events, command.registered_on, None)
+
+        return await self._run(context, [own], decide)
+
+    async def appoint_guide(
+        self, guide_id: str, command: guide.AppointGuide, context: CommandContext
+    ) -> AppendResult:
+        own = guide_stream(guide_id)
+        members = {m: member_stream(m) for m in command.member_ids}
+        group = unit_stream(command.group_id) if command.group_id else None
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            events = guide.appoint(
+                command,
+                guide.fold(loaded[own].events),
+                guide_id,
+                {m: member.fold(loaded[s].events) for m, s in members.items()},
+                organisation.fold(loaded[group].events) if group else None,
+                self.today(),
+            )
+            return self._changes(own, events, command.term_starts_on, command.branch_id)
+
+        streams = [own, *members.values(), *([group] if group else [])]
+        return await self._run(context, streams, decide, primary=own)
+
+    async def end_guide_appointment(
+        self,
+        guide_id: str,
+        appointment_id: str,
+        command: guide.EndAppointment,
+        context: CommandContext,
+    ) -> AppendResult:
+        own = guide_stream(guide_id)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            state = guide.fold(loaded[own].events)
+            events = guide.end_appointment(command, state, guide_id, appointment_id, self.today())
+            branch_id = state.appointments[appointment_id].branch_id if state else None
             return self._changes(own, events, command.ended_on, branch_id)
 
         return await self._run(context, [own], decide)

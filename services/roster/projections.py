@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from contracts.catalogue import CATALOGUE
@@ -9,7 +10,11 @@ from contracts.events import (
     AgreementSigned,
     CategoryChanged,
     CommitteeElected,
+    ElectionHeld,
     GroupLinkEstablished,
+    GuideAppointed,
+    GuideAppointmentEnded,
+    GuideRegistered,
     MemberConverted,
     MemberEnrolled,
     MemberMoved,
@@ -36,6 +41,9 @@ TABLES = (
     "plaques",
     "pairings",
     "group_links",
+    "elections",
+    "guides",
+    "guide_appointments",
 )
 
 
@@ -79,7 +87,9 @@ class RosterReadModels:
                 )
             case CommitteeElected():
                 await conn.execute(
-                    f"INSERT INTO {s}.committees VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    f"INSERT INTO {s}.committees (branch_id, position, secretary_id, member_ids, "
+                    "term_starts_on, term_ends_on, elected_on, election_id) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     p.branch_id,
                     position,
                     p.secretary_id,
@@ -87,6 +97,65 @@ class RosterReadModels:
                     p.term_starts_on,
                     p.term_ends_on,
                     p.elected_on,
+                    p.election_id,
+                )
+            case ElectionHeld():
+                await conn.execute(
+                    f"INSERT INTO {s}.elections VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
+                    "$11, $12, $13, $14, $15::jsonb, $16, $17, $18, $19, $20, $21, $22)",
+                    p.branch_id,
+                    p.election_id,
+                    position,
+                    p.held_on,
+                    p.round,
+                    p.round_of,
+                    p.seats,
+                    p.candidates,
+                    p.entitled,
+                    p.entitled_ids,
+                    p.present_entitled,
+                    p.present_entitled_ids,
+                    p.present_not_entitled,
+                    p.ballots_cast,
+                    json.dumps(p.tally),
+                    p.elected,
+                    p.tied,
+                    p.seats_for_next_round,
+                    p.empty_seats,
+                    p.quorum,
+                    p.margin,
+                    p.majority,
+                )
+            case GuideRegistered():
+                await conn.execute(
+                    f"INSERT INTO {s}.guides VALUES ($1, $2, $3, $4, $5, $6)",
+                    p.guide_id,
+                    p.name,
+                    p.kind,
+                    p.organisation,
+                    p.phone,
+                    p.registered_on,
+                )
+            case GuideAppointed():
+                await conn.execute(
+                    f"INSERT INTO {s}.guide_appointments VALUES ($1, $2, $3, $4, $5, $6, $7, "
+                    "NULL, NULL)",
+                    p.guide_id,
+                    p.appointment_id,
+                    p.branch_id,
+                    p.member_ids,
+                    p.group_id,
+                    p.term_starts_on,
+                    p.term_ends_on,
+                )
+            case GuideAppointmentEnded():
+                await conn.execute(
+                    f"UPDATE {s}.guide_appointments SET ended_on = $3, end_reason = $4 "
+                    "WHERE guide_id = $1 AND appointment_id = $2",
+                    p.guide_id,
+                    p.appointment_id,
+                    p.ended_on,
+                    p.reason,
                 )
             case GroupLinkEstablished():
                 await conn.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,6 +102,33 @@ class RosterQueries:
         )
         return dict(row) if row else None
 
+    async def elections(self, branch_id: str) -> list[dict[str, Any]]:
+        """Every election (each round) of the branch with its result, and the committee that
+        followed the round completing it."""
+        rows = await self._pool.fetch(
+            f"SELECT * FROM {self._s}.elections WHERE branch_id = $1 ORDER BY held_on, position",
+            branch_id,
+        )
+        committees = {
+            r["election_id"]: dict(r)
+            for r in await self._pool.fetch(
+                f"SELECT election_id, secretary_id, member_ids, term_starts_on, term_ends_on, "
+                f"elected_on FROM {self._s}.committees WHERE branch_id = $1 "
+                "AND election_id IS NOT NULL",
+                branch_id,
+            )
+        }
+        elections = []
+        for row in rows:
+            record = {k: v for k, v in dict(row).items() if k != "position"}
+            record["tally"] = json.loads(row["tally"])
+            committee = committees.get(row["election_id"])
+            if committee is not None:
+                committee.pop("election_id")
+            record["committee"] = committee
+            elections.append(record)
+        return elections
+
     async def links(self, group_id: str) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(
             f"SELECT * FROM {self._s}.group_links WHERE group_id = $1 ORDER BY link_id", group_id
@@ -148,7 +176,35 @@ class RosterQueries:
         record["active_on_as_of"] = row["enrolled_on"] <= as_of and (
             row["transferred_on"] is None or as_of < row["transferred_on"]
         )
+        record["guides"] = await self._member_guides(member_id, as_of)
         return record
+
+    async def _member_guides(self, member_id: str, as_of: date) -> list[dict[str, Any]]:
+        """The guides of a member on a day: appointed to them, or to their Party group then."""
+        placement = (await self._group_as_of([member_id], as_of)).get(member_id)
+        group_id = placement["group_id"] if placement else None
+        rows = await self._pool.fetch(
+            f"SELECT a.guide_id, g.name, g.kind, g.organisation, a.appointment_id, a.group_id, "
+            "a.term_starts_on, a.term_ends_on, a.ended_on, "
+            "CASE WHEN $1 = ANY(a.member_ids) THEN 'member' ELSE 'group' END AS appointed_to "
+            f"FROM {self._s}.guide_appointments a JOIN {self._s}.guides g USING (guide_id) "
+            "WHERE a.term_starts_on <= $2 AND $2 <= a.term_ends_on "
+            "AND (a.ended_on IS NULL OR $2 < a.ended_on) "
+            "AND ($1 = ANY(a.member_ids) OR (a.group_id IS NOT NULL AND a.group_id = $3)) "
+            "ORDER BY a.term_starts_on, a.guide_id, a.appointment_id",
+            member_id,
+            as_of,
+            group_id,
+        )
+        return [dict(r) for r in rows]
+
+    async def branch_member_ids(self, branch_id: str) -> list[str]:
+        """Every member the branch has had, transferred out or not (the roll of its meetings)."""
+        rows = await self._pool.fetch(
+            f"SELECT member_id FROM {self._s}.members WHERE branch_id = $1 ORDER BY member_id",
+            branch_id,
+        )
+        return [r["member_id"] for r in rows]
 
     async def members(self, branch_id: str, after: str | None, limit: int) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(
@@ -238,6 +294,50 @@ class RosterQueries:
             "AND (m.transferred_on IS NULL OR m.transferred_on > $2) AND NOT EXISTS ("
             f"SELECT 1 FROM {self._s}.agreements a WHERE a.member_id = m.member_id "
             "AND a.signed_on <= $2 AND $2 < a.expires_on) ORDER BY m.member_id",
+            branch_id,
+            as_of,
+        )
+        return [dict(r) for r in rows]
+
+    # -- guides ---------------------------------------------------------------------------------
+
+    async def guide(self, guide_id: str) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(
+            f"SELECT * FROM {self._s}.guides WHERE guide_id = $1", guide_id
+        )
+        if row is None:
+            return None
+        record = dict(row)
+        record["appointments"] = [
+            dict(r)
+            for r in await self._pool.fetch(
+                f"SELECT * FROM {self._s}.guide_appointments WHERE guide_id = $1 "
+                "ORDER BY term_starts_on, appointment_id",
+                guide_id,
+            )
+        ]
+        return record
+
+    async def guide_appointment(self, guide_id: str, appointment_id: str) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(
+            f"SELECT * FROM {self._s}.guide_appointments WHERE guide_id = $1 "
+            "AND appointment_id = $2",
+            guide_id,
+            appointment_id,
+        )
+        return dict(row) if row else None
+
+    async def branch_guides(self, branch_id: str, as_of: date | None) -> list[dict[str, Any]]:
+        """The branch's appointments of guides, with the guide; with `as_of`, those in force
+        that day only."""
+        rows = await self._pool.fetch(
+            f"SELECT a.guide_id, g.name, g.kind, g.organisation, g.phone, a.appointment_id, "
+            "a.member_ids, a.group_id, a.term_starts_on, a.term_ends_on, a.ended_on, "
+            f"a.end_reason FROM {self._s}.guide_appointments a "
+            f"JOIN {self._s}.guides g USING (guide_id) WHERE a.branch_id = $1 "
+            "AND ($2::date IS NULL OR (a.term_starts_on <= $2 AND $2 <= a.term_ends_on "
+            "AND (a.ended_on IS NULL OR $2 < a.ended_on))) "
+            "ORDER BY a.term_starts_on, a.guide_id, a.appointment_id",
             branch_id,
             as_of,
         )

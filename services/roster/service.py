@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 from pydantic import Field
@@ -15,6 +16,8 @@ from services.roster.policies import PerformanceFromAssessments
 from services.roster.projections import RosterReadModels
 from services.roster.queries import RosterQueries
 
+SHARE = r"^[0-9]{1,6}/[1-9][0-9]{0,5}$"  # a fraction such as 4/5
+
 
 class RosterSettings(BaseSettings):
     """The roster's own settings (prefix `PARTY_ROSTER_`), documented in README.md."""
@@ -27,6 +30,21 @@ class RosterSettings(BaseSettings):
     academic_year_starts: str = Field(
         "09-01", pattern=r"^\d{2}-\d{2}$", description="MM-DD the academic year begins"
     )
+    election_candidate_margin: str = Field(
+        "1/5", pattern=SHARE, description="差额选举: this share more candidates than seats"
+    )
+    election_quorum: str = Field(
+        "4/5", pattern=SHARE, description="an election needs more than this share present"
+    )
+    election_majority: str = Field(
+        "1/2", pattern=SHARE, description="elected with more than this share of those present"
+    )
+    vote_quorum: str = Field(
+        "1/2", pattern=SHARE, description="a vote on a probation: more than this share present"
+    )
+    vote_majority: str = Field(
+        "1/2", pattern=SHARE, description="… and more than this share of the entitled voting yes"
+    )
 
     def policy(self) -> RosterPolicy:
         month, day = (int(part) for part in self.academic_year_starts.split("-"))
@@ -35,7 +53,19 @@ class RosterSettings(BaseSettings):
             extension_min_months=self.extension_min_months,
             extension_max_months=self.extension_max_months,
             academic_year_starts=(month, day),
+            election_candidate_margin=Fraction(self.election_candidate_margin),
+            election_quorum=_share(self.election_quorum),
+            election_majority=_share(self.election_majority),
+            vote_quorum=_share(self.vote_quorum),
+            vote_majority=_share(self.vote_majority),
         )
+
+
+def _share(text: str) -> Fraction:
+    share = Fraction(text)
+    if not 0 <= share < 1:
+        raise ValueError(f"a quorum or majority is a share below 1, not {text}")
+    return share
 
 
 def _setup(context: ServiceContext) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.envelope import EventPayload
 from contracts.events import (
@@ -25,10 +25,11 @@ from contracts.events import (
     ProbationExtended,
     SpaceAssigned,
 )
-from contracts.events.member import DIMENSION_VALUES, Standing
+from contracts.events.member import DIMENSION_VALUES, MeetingVote, Standing
 from contracts.types import BusinessDate, Identifier, ShortText, Text
 from runtime.decider import CommandRefused
 from services.roster.domain.policy import RosterPolicy, add_months
+from services.roster.domain.voting import BranchRoll, VoteCount, count_probation_vote
 
 
 class Command(BaseModel):
@@ -83,12 +84,18 @@ class ChangeCategory(Command):
 
 class ConvertMember(Command):
     decided_on: BusinessDate
+    vote: VoteCount | None = Field(
+        None, description="the branch general meeting's vote; when given, the roster checks it"
+    )
 
 
 class ExtendProbation(Command):
     months: int = Field(ge=1, le=24)
     reason: Text
     decided_on: BusinessDate
+    vote: VoteCount | None = Field(
+        None, description="the branch general meeting's vote; when given, the roster checks it"
+    )
 
 
 class AssignSpace(Command):
@@ -114,12 +121,43 @@ class IssuePlaque(Command):
     issued_on: BusinessDate
 
 
+PARTY_PROBATION_YEARS = (1, 2)  # 留党察看 lasts one or two years
+
+
+def _years_after(day: date, years: int) -> date:
+    try:
+        return add_months(day, 12 * years)
+    except (AssertionError, ValueError):  # beyond the calendar
+        return date.max
+
+
 class Discipline(Command):
     measure: Literal[
         "warning", "serious_warning", "removal_from_post", "probation_within_party", "expulsion"
     ]
     decided_on: BusinessDate
     reason: Text
+    lasts_until: BusinessDate | None = Field(
+        None,
+        description="留党察看 (probation_within_party) only, and required for it: the day it is "
+        "over, one or two years after decided_on",
+    )
+
+    @model_validator(mode="after")
+    def _duration(self) -> Discipline:
+        if self.measure != "probation_within_party":
+            if self.lasts_until is not None:
+                raise ValueError("lasts_until: only 留党察看 (probation_within_party) lasts a term")
+            return self
+        if self.lasts_until is None:
+            raise ValueError("lasts_until: required for 留党察看 (probation_within_party)")
+        shortest, longest = (_years_after(self.decided_on, y) for y in PARTY_PROBATION_YEARS)
+        if not shortest <= self.lasts_until <= longest:
+            raise ValueError(
+                f"lasts_until: 留党察看 lasts one or two years, from {shortest.isoformat()} "
+                f"to {longest.isoformat()}"
+            )
+        return self
 
 
 class WithdrawPlaque(Command):
@@ -128,6 +166,13 @@ class WithdrawPlaque(Command):
 
 
 PLACEMENT = ("group_id", "class_name", "company", "dormitory", "bed")
+
+
+@dataclass(frozen=True)
+class DisciplineMeasure:
+    measure: str
+    decided_on: date
+    lasts_until: date | None  # 留党察看: the day it is over (a year after decision if unknown)
 
 
 @dataclass(frozen=True)
@@ -149,11 +194,41 @@ class MemberState:
     agreement_years: frozenset[str] = frozenset()
     active_plaques: dict[str, str] = field(default_factory=dict)  # plaque id → kind
     withdrawn_plaques: frozenset[str] = frozenset()
+    # The day the member had full standing by the branch's decision: when they joined (enrolled
+    # as full) or when their conversion was decided (a probationary member has no vote until
+    # the branch has converted them, even though 转正 counts from the end of probation).
+    full_from: date | None = None
+    disciplines: tuple[DisciplineMeasure, ...] = ()
 
     def active_on(self, day: date) -> bool:
         return self.enrolled_on <= day and (
             self.transferred_on is None or day < self.transferred_on
         )
+
+    def no_vote_on(self, day: date, branch_id: str) -> str | None:
+        """Why the member has no right to vote (表决权, 选举权) in the branch on `day`, or None
+        when they have it: a member of the branch that day, full, not expelled and not under
+        留党察看."""
+        if self.branch_id != branch_id or not self.active_on(day):
+            return f"member {self.member_id} is not a member of branch {branch_id} on {day}"
+        if self.full_from is None or day < self.full_from:
+            return (
+                f"member {self.member_id} is a probationary member on {day}; "
+                "probationary members have no vote"
+            )
+        for measure in self.disciplines:
+            if measure.decided_on > day:
+                continue
+            if measure.measure == "expulsion":
+                return f"member {self.member_id} was expelled on {measure.decided_on}"
+            if measure.measure == "probation_within_party" and (
+                measure.lasts_until is None or day < measure.lasts_until
+            ):
+                return (
+                    f"member {self.member_id} is under 留党察看 (probation within the Party) "
+                    f"from {measure.decided_on} until {measure.lasts_until} and has no vote"
+                )
+        return None
 
     @property
     def active(self) -> bool:
@@ -181,6 +256,7 @@ def evolve(state: MemberState | None, event: EventPayload) -> MemberState | None
                     "cadre": "cadre" if event.cadre_post else "non_cadre",
                     "performance": "neither",
                 },
+                full_from=event.joined_on if event.standing == "full" else None,
             )
     if state is None:
         return None
@@ -193,8 +269,17 @@ def evolve(state: MemberState | None, event: EventPayload) -> MemberState | None
             return replace(state, probation_ends_on=event.new_end_on, probation_extended=True)
         case MemberConverted():
             return replace(
-                state, standing="full", categories={**state.categories, "standing": "full"}
+                state,
+                standing="full",
+                categories={**state.categories, "standing": "full"},
+                full_from=event.decided_on,
             )
+        case MemberDisciplined():
+            lasts_until = event.lasts_until
+            if lasts_until is None and event.measure == "probation_within_party":
+                lasts_until = add_months(event.decided_on, 12)  # recorded before the field
+            measure = DisciplineMeasure(event.measure, event.decided_on, lasts_until)
+            return replace(state, disciplines=(*state.disciplines, measure))
         case MemberMoved():
             return replace(
                 state,
@@ -441,17 +526,49 @@ def _probation_outcome_allowed(
     return member.probation_ends_on
 
 
+def _meeting_vote(
+    vote: VoteCount | None,
+    roll: BranchRoll | None,
+    member: MemberState,
+    decided_on: date,
+    policy: RosterPolicy,
+    failed_rule: str,
+    what: str,
+) -> MeetingVote | None:
+    if vote is None:
+        return None
+    assert roll is not None, "a vote is counted against the branch's roll"
+    electorate = roll.electorate(decided_on, excluding=frozenset({member.member_id}))
+    return count_probation_vote(vote, electorate, policy, failed_rule, what)
+
+
 def convert(
-    command: ConvertMember, state: MemberState | None, member_id: str, today: date
+    command: ConvertMember,
+    state: MemberState | None,
+    member_id: str,
+    today: date,
+    roll: BranchRoll | None = None,
+    policy: RosterPolicy | None = None,
 ) -> list[EventPayload]:
+    """`roll` (every member the branch has had) is needed when the command carries a vote."""
     member = _require_active(state, member_id)
     ends_on = _probation_outcome_allowed(member, member_id, command.decided_on, today)
+    vote = _meeting_vote(
+        command.vote,
+        roll,
+        member,
+        command.decided_on,
+        policy or RosterPolicy(),
+        "conversion_vote_failed",
+        f"the conversion of member {member_id}",
+    )
     return [
         MemberConverted(
             member_id=member_id,
             converted_on=ends_on,
             probation_ended_on=ends_on,
             decided_on=command.decided_on,
+            vote=vote,
         ),
         CategoryChanged(
             member_id=member_id,
@@ -471,7 +588,9 @@ def extend_probation(
     member_id: str,
     today: date,
     policy: RosterPolicy,
+    roll: BranchRoll | None = None,
 ) -> list[EventPayload]:
+    """`roll` (every member the branch has had) is needed when the command carries a vote."""
     member = _require_active(state, member_id)
     ends_on = _probation_outcome_allowed(member, member_id, command.decided_on, today)
     if member.probation_extended:
@@ -487,6 +606,15 @@ def extend_probation(
             f"{policy.extension_max_months} months, not {command.months}",
             field="months",
         )
+    vote = _meeting_vote(
+        command.vote,
+        roll,
+        member,
+        command.decided_on,
+        policy,
+        "extension_vote_failed",
+        f"the extension of the probation of member {member_id}",
+    )
     return [
         ProbationExtended(
             member_id=member_id,
@@ -495,6 +623,7 @@ def extend_probation(
             new_end_on=add_months(ends_on, command.months),
             reason=command.reason,
             decided_on=command.decided_on,
+            vote=vote,
         )
     ]
 
@@ -599,6 +728,7 @@ def discipline(
             measure=command.measure,
             decided_on=command.decided_on,
             reason=command.reason,
+            lasts_until=command.lasts_until,
         )
     ]
 

@@ -155,7 +155,10 @@ def elect_committee(
     branch: UnitState | None,
     members: Mapping[str, MemberState | None],
     policy: RosterPolicy,
+    *,
+    election_id: str | None = None,
 ) -> list[EventPayload]:
+    """`election_id`: the election (its last round) the committee came from, when recorded."""
     if branch is None or branch.kind != "branch":
         raise CommandRefused("branch_unknown", "committees are elected by registered branches")
     if command.secretary_id not in command.member_ids:
@@ -203,6 +206,7 @@ def elect_committee(
             term_starts_on=command.term_starts_on,
             term_ends_on=command.term_ends_on,
             elected_on=command.elected_on,
+            election_id=election_id,
         )
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from fractions import Fraction
 
 
 @dataclass(frozen=True)
@@ -15,6 +16,16 @@ class RosterPolicy:
     academic_year_starts: tuple[int, int] = (9, 1)  # month, day
     committee_max_members: int = 5
     committee_term_years: int = 3
+    # 民主选举: at least this share more candidates than seats (差额选举, 20%) …
+    election_candidate_margin: Fraction = Fraction(1, 5)
+    # … a meeting valid when MORE than this share of those entitled to vote are present …
+    election_quorum: Fraction = Fraction(4, 5)
+    # … and a candidate elected with MORE than this share of the votes of those present.
+    election_majority: Fraction = Fraction(1, 2)
+    # A branch general meeting deciding on a probation (转正, extension): MORE than this share of
+    # those entitled present, and MORE than this share of those entitled voting yes.
+    vote_quorum: Fraction = Fraction(1, 2)
+    vote_majority: Fraction = Fraction(1, 2)
 
     def academic_year_start(self, day: date) -> date:
         """The first day of the academic year `day` falls in."""
@@ -38,3 +49,8 @@ def add_months(day: date, months: int) -> date:
         except ValueError:
             continue
     raise AssertionError("unreachable")
+
+
+def fraction_text(value: Fraction) -> str:
+    """A fraction as the events record it: "4/5", "1/2", "1/1"."""
+    return f"{value.numerator}/{value.denominator}"
