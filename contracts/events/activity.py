@@ -67,6 +67,7 @@ class ActivityScheduled(_ActivityFamily):
     volunteer_hours: Hours | None = None  # volunteer service: hours credited to each attendee
     planned_cost_fen: Fen = 0
     budget_line: ShortText | None = None
+    guide_id: Identifier | None = None  # a Party-member guide (党员引路人) taking part
 
     @model_validator(mode="after")
     def _times(self) -> ActivityScheduled:
@@ -91,6 +92,7 @@ class ActivityRescheduled(_ActivityFamily):
     ends_at: Instant | None
     place: ShortText
     reason: Text | None = None
+    title: ShortText | None = None  # the activity's title (absent in reschedules recorded before)
 
     @model_validator(mode="after")
     def _times(self) -> ActivityRescheduled:

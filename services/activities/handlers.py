@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from contracts.envelope import EventPayload
 from contracts.events import ReportCadenceSet
+from runtime.business_time import BusinessCalendar
 from runtime.clock import Clock
 from runtime.commands import Change, CommandContext, Decision, LoadedStream, execute, load
 from runtime.decider import CommandRefused
@@ -62,15 +63,16 @@ class ActivitiesService:
         self.directory = directory
         self.clock = clock
         self.zone = ZoneInfo(timezone)
+        self.calendar = BusinessCalendar(clock, self.zone)
 
     def today(self) -> date:
-        return self.clock().astimezone(self.zone).date()
+        return self.calendar.today()
 
     def at(self, day: date) -> datetime:
-        return datetime.combine(day, time(0), self.zone)
+        return self.calendar.start_of(day)
 
     def local_day(self, moment: datetime) -> date:
-        return moment.astimezone(self.zone).date()
+        return self.calendar.day_of(moment)
 
     async def _run(
         self,
@@ -88,9 +90,13 @@ class ActivitiesService:
 
     async def _schedule_checks(
         self, command: activity.ScheduleActivity
-    ) -> tuple[bool, str | None, frozenset[str]]:
+    ) -> tuple[bool, str | None, frozenset[str], str | None]:
+        """Whether the branch is known, the branch of the activity's group, the branch's
+        members on the day, and the branch of the attendees' group (None: no such group)."""
         branch = await self.directory.unit(command.branch_id)
         group = await self.directory.unit(command.group_id) if command.group_id else None
+        attending = command.attendees.group_id if command.attendees else None
+        attending_group = await self.directory.unit(attending) if attending else None
         day = self.local_day(command.starts_at)
         members = frozenset(
             m.member_id for m in await self.directory.members_of(command.branch_id, day)
@@ -99,17 +105,25 @@ class ActivitiesService:
             branch is not None and branch.kind == "branch",
             group.parent_id if group is not None and group.kind == "group" else None,
             members,
+            attending_group.parent_id
+            if attending_group is not None and attending_group.kind == "group"
+            else None,
         )
 
     async def schedule(
         self, command: activity.ScheduleActivity, context: CommandContext
     ) -> AppendResult:
         own = activity_stream(command.activity_id)
-        branch_known, group_branch, members = await self._schedule_checks(command)
+        branch_known, group_branch, members, attendees_branch = await self._schedule_checks(command)
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
             events = activity.schedule(
-                command, activity.fold(loaded[own].events), branch_known, group_branch, members
+                command,
+                activity.fold(loaded[own].events),
+                branch_known,
+                group_branch,
+                members,
+                attendees_group_branch=attendees_branch,
             )
             return Decision([Change(own, e, command.starts_at, command.branch_id) for e in events])
 
@@ -126,7 +140,8 @@ class ActivitiesService:
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
             events = activity.reschedule(command, activity.fold(loaded[own].events), activity_id)
-            return Decision([Change(own, e, self.clock(), branch_id) for e in events])
+            # An activity's events happen when the activity does: the new time is its time.
+            return Decision([Change(own, e, command.starts_at, branch_id) for e in events])
 
         return await self._run(context, [own], decide)
 
@@ -138,10 +153,13 @@ class ActivitiesService:
         branch_id: str,
     ) -> AppendResult:
         own = activity_stream(activity_id)
+        cancelled_at = self.calendar.past_instant(
+            command.cancelled_at, "cancelled_at", "a cancellation"
+        )
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
             events = activity.cancel(command, activity.fold(loaded[own].events), activity_id)
-            return Decision([Change(own, e, self.clock(), branch_id) for e in events])
+            return Decision([Change(own, e, cancelled_at, branch_id) for e in events])
 
         return await self._run(context, [own], decide)
 
@@ -296,6 +314,7 @@ class ActivitiesService:
         self,
         obligation_id: str,
         context: CommandContext,
+        occurred_at: datetime,
         decide_events: Callable[[reports.Obligation | None], list[EventPayload]],
     ) -> AppendResult:
         own = report_stream(obligation_id)
@@ -304,7 +323,7 @@ class ActivitiesService:
             state = reports.fold(recorded(loaded[own]))
             return Decision(
                 [
-                    Change(own, e, self.clock(), state.branch_id if state else None)
+                    Change(own, e, occurred_at, state.branch_id if state else None)
                     for e in decide_events(state)
                 ]
             )
@@ -314,32 +333,37 @@ class ActivitiesService:
     async def submit(
         self, obligation_id: str, command: reports.SubmitReport, context: CommandContext
     ) -> AppendResult:
-        submitted_at = command.submitted_at or self.clock()
-        if submitted_at > self.clock():
-            raise CommandRefused(
-                "submitted_in_future",
-                "a report cannot be submitted in the future",
-                field="submitted_at",
-            )
+        submitted_at = self.calendar.past_instant(
+            command.submitted_at, "submitted_at", "a report's submission"
+        )
         return await self._obligation(
             obligation_id,
             context,
+            submitted_at,
             lambda s: reports.submit(s, obligation_id, submitted_at, self.local_day(submitted_at)),
         )
 
     async def review(
         self, obligation_id: str, command: reports.ReviewReport, context: CommandContext
     ) -> AppendResult:
+        reviewed_at = self.calendar.past_instant(
+            command.reviewed_at, "reviewed_at", "a report's review"
+        )
         return await self._obligation(
             obligation_id,
             context,
-            lambda s: reports.review(command, s, obligation_id, context.actor_id, self.clock()),
+            reviewed_at,
+            lambda s: reports.review(command, s, obligation_id, context.actor_id, reviewed_at),
         )
 
     async def withdraw(
-        self, obligation_id: str, reason: str, context: CommandContext
+        self, obligation_id: str, reason: str, since: date, context: CommandContext
     ) -> AppendResult:
-        return await self._obligation(obligation_id, context, lambda s: reports.withdraw(s, reason))
+        """Withdraw an obligation that no longer stands since `since` (the conversion or the
+        transfer that ended it: its business date is the withdrawal's)."""
+        return await self._obligation(
+            obligation_id, context, self.at(since), lambda s: reports.withdraw(s, reason)
+        )
 
     # -- budget ---------------------------------------------------------------------------
 
@@ -349,10 +373,11 @@ class ActivitiesService:
         own = budget.budget_id(branch_id, year)
         if await self.directory.unit(branch_id) is None:
             raise CommandRefused("branch_unknown", f"branch {branch_id} is not known")
+        planned_on = self.calendar.past_day(command.planned_on, "planned_on", "a budget's plan")
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
             events = budget.plan(command, budget.fold(own, loaded[own].events), branch_id, year)
-            return Decision([Change(own, e, self.clock(), branch_id) for e in events])
+            return Decision([Change(own, e, self.at(planned_on), branch_id) for e in events])
 
         return await self._run(context, [own], decide)
 
@@ -360,6 +385,7 @@ class ActivitiesService:
         self, branch_id: str, year: int, command: budget.RecordExpense, context: CommandContext
     ) -> AppendResult:
         own = budget.budget_id(branch_id, year)
+        self.calendar.past_day(command.spent_on, "spent_on", "an expense")
         streams = [own]
         if command.activity_id:
             streams.append(activity_stream(command.activity_id))

@@ -1,6 +1,7 @@
 """What the activities service does on its own when the roster publishes: a member converted
 to full membership owes no more thought reports, and a member transferred out owes nothing
-that falls due after they left; their pending obligations are withdrawn."""
+that falls due on or after the day they left; their pending obligations are withdrawn (by the
+planner's own rule, `reports.owed_until`: one due on the very day is not owed)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from contracts.events import MemberConverted, MemberTransferredOut
 from runtime.consumer import IncomingEvent
 from runtime.db import Connection
 from runtime.eventstore.schema import quote_schema
+from services.activities.domain import reports
 from services.activities.handlers import ActivitiesService, system_context
 
 
@@ -57,17 +59,16 @@ class ObligationsFollowMembership:
         reason: str,
     ) -> None:
         rows = await conn.fetch(
-            f"SELECT obligation_id FROM {self._s}.obligations WHERE member_id = $1 "
-            "AND due_on > $2 AND ($3::text IS NULL OR kind = $3) AND NOT withdrawn "
-            "AND submitted_at IS NULL ORDER BY obligation_id",
+            f"SELECT obligation_id, due_on FROM {self._s}.obligations WHERE member_id = $1 "
+            "AND ($2::text IS NULL OR kind = $2) AND NOT withdrawn AND submitted_at IS NULL",
             member_id,
-            since,
             kind,
         )
-        for row in rows:
+        pending = [(row["obligation_id"], row["due_on"]) for row in rows]
+        for obligation_id in reports.no_longer_owed(pending, since):
             context = system_context(
-                f"withdraw:{event.event_id}:{row['obligation_id']}",
+                f"withdraw:{event.event_id}:{obligation_id}",
                 event.event_id,
                 event.envelope.correlation_id,
             )
-            await self._service.withdraw(row["obligation_id"], reason, context)
+            await self._service.withdraw(obligation_id, reason, since, context)

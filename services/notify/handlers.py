@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import datetime
 from uuid import UUID
 
+from contracts.events import DeadlineMissed
 from runtime.commands import Change, CommandContext, Decision, LoadedStream, execute
 from runtime.eventstore import EventStore, IdempotencyKey
 from runtime.eventstore.schema import quote_schema
@@ -132,10 +133,12 @@ class NotifyService:
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
             state = deadlines.fold(loaded[stream].events)
+            # Missed when it fell due, in the world; noticed (`noticed_at`) now.
             return Decision(
                 [
-                    Change(stream, e, now, state.branch_id if state else None)
+                    Change(stream, e, e.due_at, state.branch_id if state else None)
                     for e in deadlines.decide_missed(state, now)
+                    if isinstance(e, DeadlineMissed)
                 ]
             )
 

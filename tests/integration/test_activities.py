@@ -94,6 +94,11 @@ SCHEDULE_REFUSALS = [
         "group_not_in_branch",
         "Party group nde-b2-g1 is not a group of branch nde-b1",
     ),
+    (
+        {"kind": "party_lecture", "attendees": {"scope": "group", "group_id": "nde-b2-g1"}},
+        "attendees_group_not_in_branch",
+        "Party group nde-b2-g1 is not a group of branch nde-b1",
+    ),
     ({"kind": "exchange"}, "partner_required", "an exchange names the partner branch"),
     ({"kind": "visit"}, "base_required", "a visit names the base visited"),
     ({"kind": "volunteer_service"}, "hours_required", "volunteer service states the hours"),
@@ -119,6 +124,15 @@ async def test_scheduling_refusals(stack: Stack) -> None:
         problem = await stack.refused("/v1/activities", meeting("act-new", **fields))
         assert problem["rule"] == rule, problem
         assert message in problem["detail"], problem
+    # a lecture of no group for one of the branch's own groups is fine
+    await stack.post(
+        "/v1/activities",
+        meeting(
+            "act-g1-lecture",
+            kind="party_lecture",
+            attendees={"scope": "group", "group_id": "nde-b1-g1"},
+        ),
+    )
 
 
 async def test_attendance_refusals_and_corrections(stack: Stack) -> None:
@@ -365,6 +379,34 @@ async def test_conversion_withdraws_the_thought_reports_not_yet_due(stack: Stack
     await wait_until(only_earlier_remain, what="the 2011-Q1 obligation to be withdrawn")
     problem = await stack.refused("/v1/reports/thought-p-2-2011-Q1/submission", {})
     assert problem["rule"] == "obligation_withdrawn"
+    again = await stack.post("/v1/branches/nde-b1/report-obligations", {"through": "2011-12-31"})
+    assert again["planned"] == []
+
+
+async def test_a_conversion_on_the_quarters_last_day_withdraws_that_quarters_report(
+    stack: Stack,
+) -> None:
+    # probation from 31 December 2009 ends on 31 December 2010, the last day of 2010-Q4: the
+    # member is full that day and owes no 2010-Q4 report, which the planner would not plan
+    await stack.roster.enrol(
+        "p-3",
+        "nde-b1",
+        standing="probationary",
+        number="77790001",
+        probation_started_on="2009-12-31",
+        enrolled_on="2010-01-15",
+    )
+    await wait_for_members(stack.api, "p-3")
+    await stack.post("/v1/branches/nde-b1/report-obligations", {"through": "2010-12-31"})
+    ids = [o["obligation_id"] for o in await stack.get("/v1/members/p-3/obligations")]
+    assert ids == [f"thought-p-3-2010-Q{q}" for q in (1, 2, 3, 4)]
+    await stack.roster.post("/v1/members/p-3/conversion", {"decided_on": "2011-01-05"})
+
+    async def due_that_day_withdrawn() -> bool:
+        pending = [o["obligation_id"] for o in await stack.get("/v1/members/p-3/obligations")]
+        return pending == [f"thought-p-3-2010-Q{q}" for q in (1, 2, 3)]
+
+    await wait_until(due_that_day_withdrawn, what="the 2010-Q4 obligation to be withdrawn")
     again = await stack.post("/v1/branches/nde-b1/report-obligations", {"through": "2011-12-31"})
     assert again["planned"] == []
 

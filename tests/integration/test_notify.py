@@ -368,6 +368,45 @@ async def test_moving_a_meeting_moves_its_reminders_and_a_report_meets_its_deadl
     }
 
 
+async def test_a_meeting_moved_only_to_another_room_keeps_its_reminders_once(
+    world: World,
+) -> None:
+    await organise(world, 4)
+    await world.emit(
+        world.activities, meeting("a1", local("2010-05-12", 19), "nde-b1-g1"), at("2010-05-06", 10)
+    )
+    await world.settle()
+    before = await world.deliveries("meeting-a1")
+    # The same start, another room: a later cause naming the same due time is recorded (its
+    # order kept) as revision 2 with the same due time and the title the reschedule names.
+    await world.emit(
+        world.activities,
+        ActivityRescheduled(
+            activity_id="a1",
+            kind="group_meeting",
+            branch_id="nde-b1",
+            group_id="nde-b1-g1",
+            previous_starts_at=local("2010-05-12", 19),
+            starts_at=local("2010-05-12", 19),
+            ends_at=local("2010-05-12", 20),
+            place="学院302",
+            title="党小组会（改在302）",
+        ),
+        at("2010-05-08", 9),
+    )
+    await world.settle()
+    deadline = await world.get("/v1/deadlines/meeting-a1")
+    assert (deadline["revision"], deadline["title"]) == (2, "党小组会（改在302）")
+    assert deadline["due_at"] == "2010-05-12T11:00:00Z"  # 19:00 in Beijing, unchanged
+    after = deadline["deliveries"]
+    key = ("delivery_id", "recipient_id", "lead_seconds", "send_at", "status")
+    assert [tuple(d[k] for k in key) for d in after] == [tuple(d[k] for k in key) for d in before]
+    # a day before, each member of the group is reminded once
+    world.clock.now = local("2010-05-11", 19, 5)
+    assert await world.scheduler.run_due() == 2
+    assert await world.scheduler.run_due() == 0
+
+
 def attended(activity_id: str, member_id: str, day: str) -> AttendanceRecorded:
     return AttendanceRecorded(
         activity_id=activity_id,

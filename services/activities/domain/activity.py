@@ -43,6 +43,9 @@ class ScheduleActivity(Command):
     volunteer_hours: Points | None = Field(None, description="volunteer service: hours credited")
     planned_cost_fen: Fen = 0
     budget_line: ShortText | None = None
+    guide_id: Identifier | None = Field(
+        None, description="a Party-member guide (党员引路人) of the roster, carried as given"
+    )
 
 
 class RescheduleActivity(Command):
@@ -54,12 +57,16 @@ class RescheduleActivity(Command):
 
 class CancelActivity(Command):
     reason: Text
+    cancelled_at: AwareDatetime | None = Field(
+        None, description="when the branch cancelled it (default: now); not in the future"
+    )
 
 
 @dataclass(frozen=True)
 class ActivityState:
     activity_id: str
     kind: ActivityKind
+    title: str
     branch_id: str
     group_id: str | None
     starts_at: datetime
@@ -74,15 +81,16 @@ def evolve(state: ActivityState | None, event: EventPayload) -> ActivityState | 
     match event:
         case ActivityScheduled():
             return ActivityState(
-                event.activity_id,
-                event.kind,
-                event.branch_id,
-                event.group_id,
-                event.starts_at,
-                event.ends_at,
-                event.place,
-                event.attendees,
-                event.volunteer_hours,
+                activity_id=event.activity_id,
+                kind=event.kind,
+                title=event.title,
+                branch_id=event.branch_id,
+                group_id=event.group_id,
+                starts_at=event.starts_at,
+                ends_at=event.ends_at,
+                place=event.place,
+                attendees=event.attendees,
+                volunteer_hours=event.volunteer_hours,
             )
         case ActivityRescheduled() if state is not None:
             return replace(
@@ -106,9 +114,13 @@ def schedule(
     branch_known: bool,
     group_branch: str | None,
     members_in_branch: frozenset[str],
+    *,
+    attendees_group_branch: str | None = None,
 ) -> list[EventPayload]:
     """`group_branch` is the branch of the named group; `members_in_branch` the active members
-    of the branch (to check named attendees)."""
+    of the branch (to check named attendees); `attendees_group_branch` the branch of the group
+    the attendees name (`attendees.group_id`), None when it is no known group (so an activity
+    of no group whose attendees are a group is refused unless the fact is given)."""
     if existing is not None:
         raise CommandRefused(
             "activity_exists",
@@ -158,6 +170,16 @@ def schedule(
             "the attending group is the meeting's group",
             field="attendees.group_id",
         )
+    if (
+        attendees.scope == "group"
+        and command.group_id is None
+        and attendees_group_branch != command.branch_id
+    ):
+        raise CommandRefused(
+            "attendees_group_not_in_branch",
+            f"Party group {attendees.group_id} is not a group of branch {command.branch_id}",
+            field="attendees.group_id",
+        )
     strangers = sorted(set(attendees.member_ids) - members_in_branch)
     if strangers:
         raise CommandRefused(
@@ -181,6 +203,7 @@ def schedule(
             volunteer_hours=command.volunteer_hours,
             planned_cost_fen=command.planned_cost_fen,
             budget_line=command.budget_line,
+            guide_id=command.guide_id,
         )
     ]
 
@@ -204,8 +227,11 @@ def reschedule(
         raise CommandRefused(
             "ends_before_start", "ends_at must be after starts_at", field="ends_at"
         )
-    if command.starts_at == activity.starts_at and (command.place or activity.place) == (
-        activity.place
+    place = command.place or activity.place
+    if (command.starts_at, ends_at, place) == (
+        activity.starts_at,
+        activity.ends_at,
+        activity.place,
     ):
         raise CommandRefused("nothing_changes", f"activity {activity_id} is already so")
     return [
@@ -217,8 +243,9 @@ def reschedule(
             previous_starts_at=activity.starts_at,
             starts_at=command.starts_at,
             ends_at=ends_at,
-            place=command.place or activity.place,
+            place=place,
             reason=command.reason,
+            title=activity.title,
         )
     ]
 

@@ -101,26 +101,32 @@ def _payload(
 
 
 def _check_line(
-    line: SheetLine | CorrectAttendance, roll: Roll, field: str, branch_id: str
+    line: SheetLine | CorrectAttendance, roll: Roll, prefix: str, branch_id: str
 ) -> None:
+    """`prefix` locates the line in the command (`lines[3]`), or is empty when the command is
+    the line itself (a correction): its fields are then named as they are (`excuse`)."""
+
+    def field(name: str) -> str:
+        return f"{prefix}.{name}" if prefix else name
+
     if (line.status == "excused") != (line.excuse is not None):
         raise CommandRefused(
             "excuse_rule",
             "an excused absence gives its reason, and only it",
-            field=f"{field}.excuse",
+            field=field("excuse"),
         )
     if line.member_id not in roll.in_branch:
         raise CommandRefused(
             "member_not_in_branch",
             f"member {line.member_id} is not a member of branch {branch_id} "
             "on the day of the activity",
-            field=f"{field}.member_id",
+            field=field("member_id"),
         )
     if line.member_id not in roll.required:
         raise CommandRefused(
             "member_not_required",
             f"member {line.member_id} was not required at this activity",
-            field=f"{field}.member_id",
+            field=field("member_id"),
         )
 
 
@@ -184,7 +190,7 @@ def correct(
     _check_line(
         command,
         Roll(roll.required | {command.member_id}, roll.in_branch | {command.member_id}),
-        "body",
+        "",
         open_activity.branch_id,
     )
     return [

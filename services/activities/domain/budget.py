@@ -22,6 +22,9 @@ class Command(BaseModel):
 
 class PlanBudget(Command):
     lines: list[BudgetLine] = Field(min_length=1, max_length=50)
+    planned_on: BusinessDate | None = Field(
+        None, description="the day the branch planned it (default: today); not in the future"
+    )
 
 
 class RecordExpense(Command):

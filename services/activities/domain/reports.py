@@ -37,11 +37,18 @@ class PlanObligations(Command):
 
 
 class SubmitReport(Command):
-    submitted_at: AwareDatetime | None = Field(None, description="default: now")
+    submitted_at: AwareDatetime | None = Field(
+        None, description="when the report was handed in (default: now); not in the future"
+    )
 
 
 class ReviewReport(Command):
     grade: ReportGrade
+    reviewed_at: AwareDatetime | None = Field(
+        None,
+        description="when the reviewer graded it (default: now); not before the submission, "
+        "not in the future",
+    )
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,13 @@ def review(
         raise CommandRefused(
             "report_not_submitted", f"report {obligation_id} has not been submitted yet"
         )
+    if reviewed_at < obligation.submitted_at:
+        raise CommandRefused(
+            "reviewed_before_submission",
+            f"report {obligation_id} was submitted at {obligation.submitted_at.isoformat()}; "
+            "it cannot have been reviewed before",
+            field="reviewed_at",
+        )
     return [
         ReportReviewed(
             obligation_id=obligation_id,
@@ -157,6 +171,21 @@ def withdraw(state: Obligation | None, reason: str) -> list[EventPayload]:
 # -- planning -----------------------------------------------------------------------------------
 
 
+def owed_until(due_on: date, ended_on: date) -> bool:
+    """Whether a report due on `due_on` is owed by a member whose duty ends on `ended_on` (the
+    day they are converted to full member, or transferred out): only one due before that day.
+    A member converted on the last day of a quarter is full that day, so owes no thought report
+    of that quarter. The planner plans by it, and the withdrawal that follows a conversion or
+    a transfer (services/activities/policies.py) withdraws by it, so the two agree."""
+    return due_on < ended_on
+
+
+def no_longer_owed(pending: Iterable[tuple[str, date]], ended_on: date) -> list[str]:
+    """Of the pending obligations (id, due date), those to withdraw when the duty ends on
+    `ended_on`, in id order."""
+    return sorted(o for o, due_on in pending if not owed_until(due_on, ended_on))
+
+
 @dataclass(frozen=True)
 class Reporter:
     """What the planner needs to know of a member."""
@@ -170,7 +199,7 @@ class Reporter:
 
     def active_on(self, day: date) -> bool:
         return self.enrolled_on <= day and (
-            self.transferred_on is None or day < self.transferred_on
+            self.transferred_on is None or owed_until(day, self.transferred_on)
         )
 
 
@@ -218,8 +247,8 @@ def plan(
                 due += timedelta(weeks=cadence.every_weeks)
         if reporter.probation_started_on is not None:
             for label, due in quarter_ends(reporter.probation_started_on, through):
-                still_probationary = (
-                    reporter.probationary_until is None or due < reporter.probationary_until
+                still_probationary = reporter.probationary_until is None or owed_until(
+                    due, reporter.probationary_until
                 )
                 if still_probationary and reporter.active_on(due):
                     planned.append(

@@ -16,7 +16,8 @@ same event always concerns the same deadline:
 * member.enrolled and attendance (present, late, left early): `lapsed-{member}`, N months after
   the last organisational life;
 * org.unit_registered (a branch): the calendar of fixed reviews for this year and the next;
-* assessment.closed: `year_end_assessment-{branch}-{year}` met; a democratic appraisal
+* assessment.closed: `year_end_assessment-{branch}-{year}` met (the year of the period) and
+  the reviews of the year after next set, so the calendar rolls on; a democratic appraisal
   scheduled meets `democratic_appraisal-{branch}-{year}`; regulation.published meets the
   `regulation_revision` deadlines of the year it takes effect.
 """
@@ -228,7 +229,8 @@ def derive(
                 Schedule(
                     f"meeting-{payload.activity_id}",
                     "meeting",
-                    TITLES["meeting"],
+                    # reschedules recorded before they named the activity: the generic title
+                    (payload.title or TITLES["meeting"])[:150],
                     payload.branch_id,
                     None,
                     payload.starts_at,
@@ -349,22 +351,14 @@ def derive(
             return held
         case UnitRegistered() if payload.kind == "branch":
             day = calendar.day(occurred_at)
-            return [
-                Schedule(
-                    f"{kind}-{payload.unit_id}-{year}",
-                    kind,
-                    f"{TITLES[kind]} {year}",
-                    payload.unit_id,
-                    None,
-                    at(month_day(text, year)),
-                    order,
-                )
-                for year in (day.year, day.year + 1)
-                for kind, text in sorted(config.calendar.items())
-                if month_day(text, year) >= day
-            ]
+            return _reviews(payload.unit_id, (day.year, day.year + 1), day, order, calendar)
         case AssessmentClosed():
-            year = calendar.day(payload.closed_at).year
+            # The year of the period closed (a period of 2010 may close in January 2011);
+            # closes recorded before the period was carried: the year they were closed in.
+            if payload.period_ends_on is not None:
+                year = payload.period_ends_on.year
+            else:
+                year = calendar.day(payload.closed_at).year
             return [
                 Meet(
                     f"year_end_assessment-{payload.branch_id}-{year}",
@@ -372,12 +366,49 @@ def derive(
                     payload.branch_id,
                     None,
                     payload.closed_at,
-                )
+                ),
+                # The calendar rolls on: closing year Y sets the reviews of Y + 2 (see `_reviews`).
+                *_reviews(
+                    payload.branch_id, (year + 2,), calendar.day(occurred_at), order, calendar
+                ),
             ]
         case RegulationPublished():
             # The revision of the year it takes effect, whenever it is recorded.
             return [MeetKind("regulation_revision", payload.effective_from.year, occurred_at)]
     return []
+
+
+def _reviews(
+    branch_id: str, years: Sequence[int], since: date, order: int, calendar: Calendar
+) -> list[Intent]:
+    """The fixed reviews of a branch (`config.calendar`) in those years, but the days before
+    `since` (the cause's day: what had passed when it happened is not owed).
+
+    Which years, so that every year gets its reviews from the events alone: registering a
+    branch in year R sets R and R + 1; closing the year-end assessment of year Y (its
+    `assessment.closed`) sets Y + 2. So each year is set once, by one cause, a year or more
+    ahead: R + 2 by closing R, R + 3 by closing R + 1, and so on; a close that comes late (in
+    January, or reopened and closed again) still sets its year in time. It is a function of
+    the event (its payload and `occurred_at`), nothing of the clock or of what is stored, so
+    a redelivery or a replay derives the same deadlines: the ids are `{kind}-{branch}-{year}`
+    and the due times fixed, so setting one again decides nothing (or, from a later cause,
+    records only its order). A branch whose assessment is never closed gets no further years;
+    its open `year_end_assessment` is missed and escalated meanwhile."""
+    config, at = calendar.config, calendar.at
+    return [
+        Schedule(
+            f"{kind}-{branch_id}-{year}",
+            kind,
+            f"{TITLES[kind]} {year}",
+            branch_id,
+            None,
+            at(month_day(text, year)),
+            order,
+        )
+        for year in years
+        for kind, text in sorted(config.calendar.items())
+        if month_day(text, year) >= since
+    ]
 
 
 def _enrolment(payload: MemberEnrolled, order: int, calendar: Calendar) -> list[Intent]:
@@ -502,12 +533,20 @@ def decide(
             if state is not None and state.status != "open":
                 return []
             if state is not None and state.due_at is not None:
-                if intent.due_at == state.due_at:
-                    return []
-                if intent.only_later and intent.due_at < state.due_at:
-                    return []
-                if not intent.only_later and intent.order < state.order:
+                if intent.only_later:
+                    if intent.due_at <= state.due_at:
+                        return []  # the lapse warning is only ever pushed back
+                elif intent.order < state.order:
                     return []  # an older cause arriving late does not move it back
+                elif intent.due_at == state.due_at and intent.order == state.order:
+                    return []  # the same cause again (a redelivery or a replay)
+                # A later cause naming the due time already set is still recorded, as a
+                # revision with the same due_at and its higher `cause_position`: the state's
+                # order comes only from the log, and without it an older cause arriving after
+                # would move the deadline although the latest cause says otherwise. So the
+                # outcome is a function of the set of causes, whatever order they came in.
+                # The read models take it as an unchanged deadline: the board re-plans the same
+                # delivery ids (deadline, recipient, channel, lead) at the same send times.
             return [
                 DeadlineScheduled(
                     deadline_id=intent.deadline_id,

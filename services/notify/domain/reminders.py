@@ -103,17 +103,22 @@ class Message:
 
 
 def _lead_words(lead_seconds: int) -> tuple[str, str]:
+    """How long is left (or overdue), in the largest whole unit: days, hours, then minutes (a
+    lead the config gives as `30m`); "due now" only for no lead at all."""
+    amount = abs(lead_seconds)
+    days, hours, minutes = amount // 86400, amount % 86400 // 3600, amount % 3600 // 60
     if lead_seconds < 0:
-        overdue = -lead_seconds
-        days, hours = overdue // 86400, overdue % 86400 // 3600
-        zh = f"已逾期{days}天" if days else f"已逾期{hours}小时"
-        en = f"overdue by {days} day{'s' * (days != 1)}" if days else f"overdue by {hours} h"
-        return zh, en
-    days, hours = lead_seconds // 86400, lead_seconds % 86400 // 3600
+        if days:
+            return f"已逾期{days}天", f"overdue by {days} day{'s' * (days != 1)}"
+        if hours:
+            return f"已逾期{hours}小时", f"overdue by {hours} h"
+        return f"已逾期{minutes}分钟", f"overdue by {minutes} min"
     if days:
         return f"还有{days}天到期", f"due in {days} day{'s' * (days != 1)}"
     if hours:
         return f"还有{hours}小时", f"due in {hours} hour{'s' * (hours != 1)}"
+    if minutes:
+        return f"还有{minutes}分钟", f"due in {minutes} minute{'s' * (minutes != 1)}"
     return "今天到期", "due now"
 
 
