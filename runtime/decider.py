@@ -18,12 +18,17 @@ E = TypeVar("E")
 
 class CommandRefused(Exception):
     """A business rule refused a command. `rule` is a stable identifier clients can match on,
-    the message says in words what was refused and why."""
+    the message says in words what was refused and why. `invalid` marks a value that can never
+    be accepted as given (HTTP 422, naming the field), rather than a refusal in the present
+    state of things (409)."""
 
-    def __init__(self, rule: str, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, rule: str, message: str, *, field: str | None = None, invalid: bool = False
+    ) -> None:
         self.rule = rule
         self.message = message
         self.field = field
+        self.invalid = invalid
         super().__init__(message)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from pydantic import Field
@@ -16,7 +16,8 @@ class _ScoreFamily(EventPayload):
 
 
 class RegulationPublished(_ScoreFamily):
-    """A version of a regulation (管理规定): its whole document, as published."""
+    """A version of a regulation (管理规定): its whole document, as published. A school writes
+    its own (`owner_unit_id`); without an owner it is the university's."""
 
     event_type: ClassVar[str] = "regulation.published"
 
@@ -25,6 +26,23 @@ class RegulationPublished(_ScoreFamily):
     title: ShortText
     effective_from: BusinessDate
     document: dict[str, Any]
+    owner_unit_id: Identifier | None = None
+    published_on: BusinessDate | None = None  # absent in versions published before it was added
+
+
+class RegulationAdopted(_ScoreFamily):
+    """A school (or a branch, overriding its school) follows a regulation from a date (采用).
+    A unit that adopted nothing follows its school's choice, and a school that adopted nothing
+    the university's default regulation."""
+
+    event_type: ClassVar[str] = "regulation.adopted"
+
+    unit_id: Identifier
+    unit_kind: Literal["school", "branch"]
+    regulation_id: Identifier
+    effective_from: BusinessDate
+    decided_on: BusinessDate
+    reason: Text | None = None
 
 
 class _ScoreLine(_ScoreFamily):
@@ -62,6 +80,7 @@ class AdjustmentRequested(_ScoreFamily):
     points: Points
     reason: Text
     requested_by: Identifier
+    effective_on: BusinessDate | None = None  # absent before adjustments were dated
 
 
 class ScoreAdjusted(_ScoreFamily):
@@ -77,6 +96,10 @@ class ScoreAdjusted(_ScoreFamily):
     reason: Text
     requested_by: Identifier
     approved_by: Identifier
+    #: The business date it counts on (`as_of`); absent before adjustments were dated, when
+    #: the approval's own time stood for it.
+    effective_on: BusinessDate | None = None
+    requested_event_id: UUID | None = None
 
 
 class AssessmentReopened(_ScoreFamily):
@@ -109,5 +132,8 @@ class AssessmentClosed(_ScoreFamily):
     closed_at: Instant
     revision: int = Field(ge=1)
     results: list[AssessmentResult]
+    #: The period as the governing regulation defines it (absent in closes recorded before).
+    period_starts_on: BusinessDate | None = None
+    period_ends_on: BusinessDate | None = None
     excellent: list[Identifier]
     lagging: list[Identifier]

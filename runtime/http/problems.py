@@ -145,8 +145,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = [{"field": exc.field, "reason": exc.message}] if exc.field else None
         return problem_response(
             Problem(
-                409,
-                "Command refused",
+                422 if exc.invalid else 409,
+                "Invalid input" if exc.invalid else "Command refused",
                 exc.message,
                 rule=exc.rule,
                 errors=errors,

@@ -487,6 +487,7 @@ class Loader:
                     "adjustment_id": f"adj-{branch_id}-flood",
                     "member_id": member.member_id,
                     "period_id": "2010",
+                    "effective_on": "2010-10-20",
                     "points": "3",
                     "reason": "暑期抗洪抢险志愿服务，受到地方表彰",
                 },

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -11,23 +11,21 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from contracts.errors import FieldError
-from contracts.types import Identifier, Points, Text
+from contracts.types import BusinessDate, Identifier, Points, Text
 from runtime.auth import AccessDenied, Principal
 from runtime.directory import Directory
 from runtime.http import Accepted, Command, CurrentPrincipal, Problem, accepted, problem_responses
+from runtime.http.moments import AsOf, KnownAt
 from runtime.http.problems import validation_problem
-from services.scoring.domain.regulation import parse_document
-from services.scoring.handlers import RegulationInvalid, ScoringService, regulation_stream
+from services.scoring.domain import adjustment
+from services.scoring.domain.publishing import adoption_stream, regulation_stream
+from services.scoring.domain.regulation import RegulationDocument, parse_document
+from services.scoring.handlers import RegulationInvalid, ScoringService
 from services.scoring.queries import ScoringQueries
 from services.scoring.regulation_file import RegulationFileError, load_regulation
 
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 403, 422, 503))
 COMMAND_ERRORS = problem_responses(409)
-
-AsOf = Annotated[date | None, Query(description="business time: what had occurred by this day")]
-KnownAt = Annotated[
-    datetime | None, Query(description="record time: only what the system had recorded by then")
-]
 
 
 def _service(request: Request) -> ScoringService:
@@ -81,16 +79,32 @@ async def _write_branch(request: Request, principal: Principal, branch_id: str) 
     },
 )
 async def publish_regulation(
-    request: Request, response: Response, principal: CurrentPrincipal, command: Command
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    command: Command,
+    published_on: Annotated[
+        date | None,
+        Query(description="the day it was published (default: today); not in the future"),
+    ] = None,
 ) -> Accepted:
-    principal.require_role("university_admin")
+    """Any regulation id, no restart: the university's (a university admin) or a school's own
+    (its school admin; the school owns the id from its first version)."""
+    principal.require_role("university_admin", "school_admin")
+    publisher_school = None
+    if principal.role == "school_admin":
+        if len(principal.schools) != 1:
+            raise AccessDenied("a school admin publishes for exactly one school")
+        (publisher_school,) = principal.schools
     body = await request.body()
     try:
         raw = load_regulation(body.decode("utf-8"))
     except (RegulationFileError, UnicodeDecodeError) as error:
         raise _invalid([FieldError("(body)", str(error))]) from None
     try:
-        result = await _service(request).publish_regulation(raw, command)
+        result = await _service(request).publish_regulation(
+            raw, command, publisher_school=publisher_school, published_on=published_on
+        )
     except RegulationInvalid as invalid:
         raise _invalid(invalid.errors) from None
     return accepted(
@@ -101,25 +115,115 @@ async def publish_regulation(
     )
 
 
-@router.get("/regulations", tags=["regulation"], summary="Every published version")
+@router.get(
+    "/regulations", tags=["regulation"], summary="Every published version of every regulation"
+)
 async def list_regulations(
-    request: Request, principal: CurrentPrincipal, known_at: KnownAt = None
+    request: Request,
+    principal: CurrentPrincipal,
+    known_at: KnownAt = None,
+    regulation_id: Annotated[Identifier | None, Query(description="one regulation")] = None,
 ) -> list[dict[str, Any]]:
     if principal.role == "campus_system":
         raise AccessDenied("campus systems subscribe to the streams")
-    history = await _service(request).archive.regulations(known_at)
+    archive = _service(request).archive
+    book = await archive.book(known_at)
     return [
         {
             "id": v.document.id,
             "version": v.document.version,
             "title": v.document.title_text(),
             "effective_from": v.document.effective_from,
+            "precision": v.document.precision,
+            "default": rid == book.default_id,
+            "owner_unit_id": await archive.owner_of(rid),
             "periods": [p.model_dump() for p in v.document.periods],
             "recorded_at": v.recorded_at,
             "document": v.document.model_dump(mode="json"),
         }
+        for rid, history in book.histories.items()
+        if regulation_id is None or rid == regulation_id
         for v in history.versions
     ]
+
+
+class Adopt(BaseModel):
+    regulation_id: Identifier
+    effective_from: BusinessDate = Field(description="the first day the unit follows it")
+    decided_on: BusinessDate | None = Field(
+        None, description="the day the unit decided it (default: today); not in the future"
+    )
+    reason: Text | None = None
+
+
+@router.post(
+    "/units/{unit_id}/regulation",
+    tags=["regulation"],
+    responses=COMMAND_ERRORS,
+    summary="A school, or a branch overriding its school, adopts a regulation from a date",
+)
+async def adopt_regulation(
+    unit_id: Identifier,
+    body: Adopt,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    command: Command,
+) -> Accepted:
+    principal.require_role("university_admin", "school_admin")
+    directory = _directory(request)
+    unit = await directory.unit(unit_id)
+    if principal.role == "school_admin":
+        school = unit_id if unit is not None and unit.kind == "school" else None
+        if unit is not None and unit.kind == "branch":
+            school = unit.parent_id
+        if school is None or school not in principal.schools:
+            raise AccessDenied(f"school_admin {principal.subject} may not change {unit_id}")
+    result = await _service(request).adopt_regulation(
+        unit_id,
+        body.regulation_id,
+        body.effective_from,
+        command,
+        decided_on=body.decided_on,
+        reason=body.reason,
+    )
+    return accepted(result, response, id=unit_id, stream=adoption_stream(unit_id))
+
+
+@router.get(
+    "/units/{unit_id}/regulation",
+    tags=["regulation"],
+    summary="Which regulation a school or branch follows on a day, and why",
+)
+async def unit_regulation(
+    unit_id: Identifier,
+    request: Request,
+    principal: CurrentPrincipal,
+    as_of: AsOf = None,
+    known_at: KnownAt = None,
+) -> dict[str, Any]:
+    if principal.role == "campus_system":
+        raise AccessDenied("campus systems subscribe to the streams")
+    service = _service(request)
+    unit = await _directory(request).unit(unit_id)
+    if unit is None or unit.kind not in ("school", "branch"):
+        raise _not_found(f"school or branch {unit_id}")
+    book = await service.archive.book(known_at)
+    day = service.day(as_of) if as_of is not None else service.calendar.today()
+    regulation_id = book.regulation_of(unit_id, day)
+    version = book.history(regulation_id).in_force(day)
+    return {
+        "unit_id": unit_id,
+        "as_of": day,
+        "regulation_id": regulation_id,
+        "regulation_version": version.document.version if version else None,
+        "source": book.source_of(unit_id, day),
+        "adoptions": [
+            {"unit_id": a.unit_id, "regulation_id": a.regulation_id, "from": a.effective_from}
+            for a in book.adoptions
+            if a.unit_id in (unit_id, book.school_of(unit_id))
+        ],
+    }
 
 
 # -- queries ------------------------------------------------------------------------------------
@@ -216,9 +320,15 @@ async def university_summary(
 class AdjustmentRequest(BaseModel):
     adjustment_id: Identifier | None = Field(None, description="generated when left out")
     member_id: Identifier
-    period_id: Identifier
     points: Points
     reason: Text
+    effective_on: BusinessDate | None = Field(
+        None,
+        description="the day it counts on (default: today): in an open period of the branch",
+    )
+    period_id: Identifier | None = Field(
+        None, description="optional: the period of effective_on, checked when given"
+    )
 
 
 @router.post(
@@ -240,13 +350,17 @@ async def request_adjustment(
     adjustment_id = body.adjustment_id or f"adj-{uuid.uuid4().hex[:12]}"
     if body.points == Decimal(0):
         raise _invalid([FieldError("body.points", "an adjustment of 0 points changes nothing")])
-    result = await _service(request).request_adjustment(
-        branch_id,
-        adjustment_id,
-        body.member_id,
-        body.period_id,
-        body.points,
-        body.reason,
+    service = _service(request)
+    result = await service.request_adjustment(
+        adjustment.RequestAdjustment(
+            adjustment_id=adjustment_id,
+            member_id=body.member_id,
+            branch_id=branch_id,
+            points=body.points,
+            reason=body.reason,
+            effective_on=body.effective_on or service.calendar.today(),
+            period_id=body.period_id,
+        ),
         principal.member_id,
         command,
     )
@@ -306,6 +420,9 @@ async def close_period(
 
 class Reopen(BaseModel):
     reason: Text
+    reopened_on: BusinessDate | None = Field(
+        None, description="the day the branch reopened it (default: now); not in the future"
+    )
 
 
 @router.post(
@@ -324,7 +441,9 @@ async def reopen_period(
     command: Command,
 ) -> Accepted:
     await _write_branch(request, principal, branch_id)
-    result = await _service(request).reopen_period(branch_id, period_id, body.reason, command)
+    result = await _service(request).reopen_period(
+        branch_id, period_id, body.reason, command, body.reopened_on
+    )
     return accepted(result, response)
 
 
@@ -335,7 +454,12 @@ class WhatIf(BaseModel):
     period_id: Identifier
     branch_id: Identifier | None = Field(None, description="one branch")
     school_id: Identifier | None = Field(None, description="every branch of a school")
-    regulation_version: int | None = Field(None, ge=1, description="a published version")
+    regulation_id: Identifier | None = Field(
+        None,
+        description="the regulation of regulation_version (default: the one the branches "
+        "follow, when they all follow one)",
+    )
+    regulation_version: int | None = Field(None, ge=1, le=10000, description="a published version")
     draft: dict[str, Any] | None = Field(None, description="or a regulation document")
 
 
@@ -358,16 +482,36 @@ async def what_if(body: WhatIf, request: Request, principal: CurrentPrincipal) -
     else:
         principal.require_role("university_admin", "auditor")
         branches = [u.unit_id for u in await directory.units("branch")]
+    document: RegulationDocument
     if body.draft is not None:
-        document, errors = parse_document(body.draft)
-        if errors or document is None:
+        parsed, errors = parse_document(body.draft)
+        if errors or parsed is None:
             raise _invalid([FieldError(f"body.draft.{e.field}", e.reason) for e in errors])
+        document = parsed
     else:
-        version = (await _service(request).archive.regulations()).version(
-            body.regulation_version or 0
-        )
+        service = _service(request)
+        book = await service.archive.book()
+        regulation_id = body.regulation_id
+        if regulation_id is None:
+            followed = set()
+            for branch in branches:
+                governing = book.governing(branch, body.period_id)
+                if governing is not None:
+                    followed.add(governing.document.id)
+            if len(followed) > 1:
+                raise _invalid(
+                    [
+                        FieldError(
+                            "body.regulation_id",
+                            "these branches follow different regulations "
+                            f"({', '.join(sorted(followed))}): name the one of the version",
+                        )
+                    ]
+                )
+            regulation_id = followed.pop() if followed else book.default_id
+        version = book.history(regulation_id).version(body.regulation_version or 0)
         if version is None:
-            raise _not_found(f"regulation version {body.regulation_version}")
+            raise _not_found(f"version {body.regulation_version} of regulation {regulation_id}")
         document = version.document
     try:
         return await _queries(request).what_if(body.period_id, branches, document)

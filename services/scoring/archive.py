@@ -16,7 +16,9 @@ from runtime.db import Connection
 from runtime.eventstore.schema import quote_schema
 from services.scoring.domain.engine import MEMBER_FIELDS, Adjustment, Input, MemberPeriod
 from services.scoring.domain.regulation import (
+    Adoption,
     PublishedVersion,
+    RegulationBook,
     RegulationDocument,
     RegulationHistory,
 )
@@ -38,10 +40,12 @@ _INPUT_COLUMNS = "event_id, type, occurred_at, recorded_at, branch_id, actor_id,
 
 
 class Archive:
-    def __init__(self, pool: asyncpg.Pool, schema: str, regulation_id: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, schema: str, default_regulation_id: str) -> None:
         self.pool = pool
         self._s = quote_schema(schema)
-        self.regulation_id = regulation_id
+        #: The university's regulation: what a unit follows when neither it nor its school
+        #: adopted one.
+        self.default_regulation_id = default_regulation_id
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -153,24 +157,65 @@ class Archive:
 
     # -- regulations and adjustments --------------------------------------------------------------
 
-    async def regulations(
+    async def book(
         self, known_at: datetime | None = None, conn: Connection | None = None
-    ) -> RegulationHistory:
-        rows = await (conn or self.pool).fetch(
-            f"SELECT document::text AS document, event_id, recorded_at FROM {self._s}.regulations "
-            "WHERE regulation_id = $1 AND ($2::timestamptz IS NULL OR recorded_at <= $2) "
-            "ORDER BY version",
-            self.regulation_id,
+    ) -> RegulationBook:
+        """Every regulation and every adoption (as known at `known_at`), and each branch's
+        school, from which a branch's regulation on a day follows."""
+        db = conn or self.pool
+        rows = await db.fetch(
+            f"SELECT regulation_id, document::text AS document, event_id, recorded_at "
+            f"FROM {self._s}.regulations WHERE $1::timestamptz IS NULL OR recorded_at <= $1 "
+            "ORDER BY regulation_id, version",
             known_at,
         )
-        return RegulationHistory(
-            PublishedVersion(
-                RegulationDocument.model_validate_json(r["document"]),
-                r["event_id"],
-                r["recorded_at"],
+        versions: dict[str, list[PublishedVersion]] = {}
+        for r in rows:
+            versions.setdefault(r["regulation_id"], []).append(
+                PublishedVersion(
+                    RegulationDocument.model_validate_json(r["document"]),
+                    r["event_id"],
+                    r["recorded_at"],
+                )
             )
-            for r in rows
+        adoptions = await db.fetch(
+            f"SELECT unit_id, regulation_id, effective_from, recorded_at, position "
+            f"FROM {self._s}.adoptions WHERE $1::timestamptz IS NULL OR recorded_at <= $1",
+            known_at,
         )
+        parents = await db.fetch(
+            f"SELECT unit_id, parent_id FROM {self._s}.directory_units WHERE kind = 'branch'"
+        )
+        return RegulationBook(
+            {rid: RegulationHistory(items) for rid, items in versions.items()},
+            (
+                Adoption(
+                    a["unit_id"],
+                    a["regulation_id"],
+                    a["effective_from"],
+                    a["recorded_at"],
+                    a["position"],
+                )
+                for a in adoptions
+            ),
+            self.default_regulation_id,
+            {p["unit_id"]: p["parent_id"] for p in parents},
+        )
+
+    async def regulations(
+        self, regulation_id: str | None = None, known_at: datetime | None = None
+    ) -> RegulationHistory:
+        """The versions of one regulation (the university's default when none is named)."""
+        book = await self.book(known_at)
+        return book.history(regulation_id or self.default_regulation_id)
+
+    async def owner_of(self, regulation_id: str) -> str | None:
+        owner: str | None = await self.pool.fetchval(
+            f"SELECT owner_unit_id FROM {self._s}.regulations WHERE regulation_id = $1 "
+            "ORDER BY version LIMIT 1",
+            regulation_id,
+        )
+        return owner
 
     async def adjustments(
         self,
@@ -202,6 +247,7 @@ class Archive:
                 r["occurred_at"],
                 r["recorded_at"],
                 r["event_id"],
+                r["requested_event_id"],
             )
             for r in rows
         ]
@@ -219,7 +265,8 @@ class Archive:
     ) -> list[dict[str, Any]]:
         rows = await self.pool.fetch(
             f"SELECT member_id, period_id, branch_id, total, by_rule::text AS by_rule, "
-            f"adjustments, vetoed_by, lines, regulation_version FROM {self._s}.member_scores "
+            f"adjustments, vetoed_by, lines, regulation_version, regulation_id "
+            f"FROM {self._s}.member_scores "
             "WHERE ($1::text IS NULL OR period_id = $1) "
             "AND ($2::text[] IS NULL OR branch_id = ANY($2)) ORDER BY member_id, period_id",
             period_id,
@@ -274,14 +321,15 @@ def score_row(result: MemberPeriod) -> tuple[Any, ...]:
         orjson.dumps({k: str(v) for k, v in sorted(result.by_rule.items())}).decode(),
         result.adjustments,
         result.vetoed_by,
-        len(result.entries),
+        result.rule_lines,
         result.regulation_version,
+        result.regulation_id,
     )
 
 
 def score_key(row: Sequence[Any]) -> tuple[str, ...]:
     """A row of the live view in a canonical textual form, for comparison and checksums."""
-    member, period, branch, total, by_rule, adjustments, vetoed, lines, version = row
+    member, period, branch, total, by_rule, adjustments, vetoed, lines, version, regulation = row
     rules = orjson.loads(by_rule) if isinstance(by_rule, str) else by_rule
     return (
         member,
@@ -293,6 +341,7 @@ def score_key(row: Sequence[Any]) -> tuple[str, ...]:
         ",".join(vetoed),
         str(lines),
         str(version),
+        str(regulation),
     )
 
 

@@ -1,31 +1,26 @@
-"""Scoring's service layer: re-scoring members as inputs arrive, publishing regulations,
-four-eyes adjustments, closing and reopening periods."""
+"""Scoring's service layer: re-scoring members as inputs arrive, publishing and adopting
+regulations, four-eyes adjustments, closing and reopening periods. The rules live in the
+domain's deciders (services/scoring/domain/); this layer looks up the facts they need, runs
+them (runtime.commands) and waits until scoring's own read models include the result."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from contracts.errors import FieldError
-from contracts.events import (
-    AdjustmentRequested,
-    AssessmentClosed,
-    AssessmentReopened,
-    RegulationPublished,
-    ScoreAdjusted,
-)
-from contracts.events.score import AssessmentResult
+from runtime.business_time import BusinessCalendar
 from runtime.clock import Clock
-from runtime.commands import Change, CommandContext, Decision, LoadedStream, execute
+from runtime.commands import Change, CommandContext, Decision, LoadedStream, execute, load
 from runtime.db import Connection
 from runtime.decider import CommandRefused
 from runtime.directory import Directory, MemberRecord
 from runtime.eventstore import AppendResult, EventStore, IdempotencyKey
 from runtime.projection import LocalProjector
 from services.scoring.archive import Archive
+from services.scoring.domain import adjustment, period, publishing
 from services.scoring.domain.assessment import (
     Participant,
     PeriodResult,
@@ -34,7 +29,7 @@ from services.scoring.domain.assessment import (
     compute_period,
 )
 from services.scoring.domain.engine import MemberPeriod, all_lines
-from services.scoring.domain.regulation import Period, RegulationHistory, parse_document
+from services.scoring.domain.regulation import Governing, RegulationBook, parse_document
 from services.scoring.live import LiveScores
 
 
@@ -44,16 +39,8 @@ class RegulationInvalid(Exception):
         super().__init__("; ".join(f"{e.field}: {e.reason}" for e in errors))
 
 
-def regulation_stream(regulation_id: str) -> str:
-    return f"regulation-{regulation_id}"
-
-
-def assessment_stream(branch_id: str, period_id: str) -> str:
-    return f"assessment-{branch_id}-{period_id}"
-
-
-def adjustment_stream(adjustment_id: str) -> str:
-    return f"adjustment-{adjustment_id}"
+#: A moment to look back from: a business day (all of it) or an instant.
+Moment = date | datetime
 
 
 class ScoringService:
@@ -73,18 +60,33 @@ class ScoringService:
         self.projector = projector
         self.clock = clock
         self.zone = ZoneInfo(timezone)
+        self.calendar = BusinessCalendar(clock, self.zone)
         self.live = LiveScores(store, archive, store.schema, self.zone)
 
     def end_of(self, day: date) -> datetime:
-        return datetime.combine(day + timedelta(days=1), time(0), self.zone) - timedelta(
-            microseconds=1
-        )
+        return self.calendar.end_of(day)
+
+    def instant(self, moment: Moment | None) -> datetime | None:
+        """`as_of` as an instant: a day means the whole of it."""
+        if moment is None or isinstance(moment, datetime):
+            return moment
+        return self.calendar.end_of(moment)
+
+    def day(self, moment: Moment) -> date:
+        return self.calendar.day_of(moment) if isinstance(moment, datetime) else moment
 
     async def settled(self) -> None:
         """Wait until the read models of scoring's own log include everything recorded."""
         if self.projector is not None:
             head, _ = await self.store.head()
             await self.projector.wait_for(head)
+
+    async def _run(
+        self, context: CommandContext, streams: list[str], decide: Any, primary: str | None = None
+    ) -> AppendResult:
+        result = await execute(self.store, context, streams, decide, primary=primary)
+        await self.settled()
+        return result
 
     # -- computing --------------------------------------------------------------------------
 
@@ -95,21 +97,21 @@ class ScoringService:
         as_of: datetime | None = None,
         known_at: datetime | None = None,
         conn: Connection | None = None,
-        history: RegulationHistory | None = None,
+        book: RegulationBook | None = None,
     ) -> dict[str, MemberPeriod]:
         """The member's result in every period they have something in."""
-        history = history or await self.archive.regulations(known_at, conn=conn)
+        book = book or await self.archive.book(known_at, conn=conn)
         inputs = await self.archive.inputs_of(
             [member_id], as_of=as_of, known_at=known_at, conn=conn
         )
         adjustments = await self.archive.adjustments(
             [member_id], as_of=as_of, known_at=known_at, conn=conn
         )
-        lines = all_lines(inputs, history, self.zone)
+        lines = all_lines(inputs, book, self.zone)
         results = {}
-        for period_id in history.periods():
-            result = compute_period(period_id, history, inputs, adjustments, self.zone, lines=lines)
-            if result is not None and member_id in result.members:
+        for period_id in book.period_ids():
+            result = compute_period(period_id, book, inputs, adjustments, self.zone, lines=lines)
+            if member_id in result.members:
                 results[period_id] = result.members[member_id]
         return results
 
@@ -121,154 +123,175 @@ class ScoringService:
         async with self.archive.pool.acquire() as conn, conn.transaction():
             await self.live.refresh(conn, members)
 
+    async def governing(
+        self, branch_id: str, period_id: str, known_at: datetime | None = None
+    ) -> Governing | None:
+        return (await self.archive.book(known_at)).governing(branch_id, period_id)
+
+    async def is_closed(self, branch_id: str, period_id: str) -> bool:
+        closes = await self.archive.closes(branch_id, period_id)
+        return bool(closes) and closes[-1]["reopened_at"] is None
+
     # -- regulations -------------------------------------------------------------------------
 
     async def publish_regulation(
-        self, raw: Mapping[str, Any], context: CommandContext
+        self,
+        raw: Mapping[str, Any],
+        context: CommandContext,
+        *,
+        publisher_school: str | None = None,
+        published_on: date | None = None,
     ) -> AppendResult:
+        """Publish a version of any regulation id: no restart, no setting. A school admin
+        publishes for their school (`publisher_school`)."""
         document, errors = parse_document(raw)
         if errors or document is None:
             raise RegulationInvalid(errors)
-        if document.id != self.archive.regulation_id:
-            raise CommandRefused(
-                "regulation_not_in_use",
-                f"this university scores under regulation {self.archive.regulation_id}; "
-                f"{document.id} is not it",
-                field="id",
-            )
-        stream = regulation_stream(document.id)
+        day = self.calendar.past_day(published_on, "published_on", "a publication")
+        stream = publishing.regulation_stream(document.id)
+        command = publishing.Publish(document, day, publisher_school)
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
-            versions = [
-                e.version for e in loaded[stream].events if isinstance(e, RegulationPublished)
-            ]
-            expected = max(versions, default=0) + 1
-            if document.version != expected:
-                raise CommandRefused(
-                    "regulation_version",
-                    f"the next version of {document.id} is {expected}, not {document.version}",
-                    field="version",
-                )
-            event = RegulationPublished(
-                regulation_id=document.id,
-                version=document.version,
-                title=document.title_text()[:200],
-                effective_from=document.effective_from,
-                document=document.model_dump(mode="json"),
-            )
-            return Decision([Change(stream, event, self.clock(), None)])
+            state = publishing.initial_publication()
+            for event in loaded[stream].events:
+                state = publishing.evolve_publication(state, event)
+            events = publishing.decide_publish(command, state)
+            return Decision([Change(stream, e, self.calendar.start_of(day), None) for e in events])
 
-        result = await execute(self.store, context, [stream], decide)
-        await self.settled()
+        result = await self._run(context, [stream], decide)
         if not result.replayed:
-            # Re-score what the new version governs: everything that occurred since it applies.
-            since = datetime.combine(document.effective_from, time(0), self.zone)
-            members = await self.archive.members_with_inputs_since(since)
-            await self.live.rescore_since(
-                since, result.event_ids[0], await self.branches_of(members)
-            )
+            await self._rescore(document.effective_from, result)
+        return result
+
+    async def _rescore(self, since: date, result: AppendResult) -> None:
+        """Re-score what a new version or a new adoption governs: what occurred since."""
+        moment = self.calendar.start_of(since)
+        members = await self.archive.members_with_inputs_since(moment)
+        await self.live.rescore_since(moment, result.event_ids[0], await self.branches_of(members))
+
+    async def adopt_regulation(
+        self,
+        unit_id: str,
+        regulation_id: str,
+        effective_from: date,
+        context: CommandContext,
+        *,
+        decided_on: date | None = None,
+        reason: str | None = None,
+    ) -> AppendResult:
+        """A school, or a branch overriding its school, follows a regulation from a date."""
+        day = self.calendar.past_day(decided_on, "decided_on", "an adoption")
+        unit = await self.directory.unit(unit_id)
+        book = await self.archive.book()
+        branches = (
+            [u.unit_id for u in await self.directory.units("branch") if u.parent_id == unit_id]
+            if unit is not None and unit.kind == "school"
+            else [unit_id]
+        )
+        closed_after = []
+        for branch in branches:
+            for period_id in book.period_ids():
+                governing = book.governing(branch, period_id)
+                if (
+                    governing is not None
+                    and governing.period.ends_on >= effective_from
+                    and await self.is_closed(branch, period_id)
+                ):
+                    closed_after.append((branch, period_id))
+        facts = publishing.AdoptionFacts(
+            unit_kind=unit.kind if unit is not None else None,
+            version_dates=[v.document.effective_from for v in book.history(regulation_id).versions],
+            following_then=book.regulation_of(unit_id, effective_from),
+            closed_after=closed_after,
+        )
+        command = publishing.Adopt(unit_id, regulation_id, effective_from, day, reason)
+        stream = publishing.adoption_stream(unit_id)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            events = publishing.decide_adoption(command, facts)
+            return Decision([Change(stream, e, self.calendar.start_of(day), None) for e in events])
+
+        result = await self._run(context, [stream], decide)
+        if not result.replayed:
+            await self._rescore(effective_from, result)
         return result
 
     # -- adjustments -------------------------------------------------------------------------
 
-    async def _committee_member(self, branch_id: str, member_id: str | None, field: str) -> None:
+    async def _branch_facts(
+        self, branch_id: str, member_id: str | None, day: date, period_id: str | None = None
+    ) -> adjustment.BranchFacts:
         committee = await self.directory.committee(branch_id)
-        if committee is None or member_id is None or member_id not in committee.member_ids:
-            raise CommandRefused(
-                "not_on_committee",
-                f"{member_id or 'this caller'} is not on the committee of branch {branch_id}",
-                field=field,
-            )
+        member = await self.directory.member(member_id) if member_id else None
+        book = await self.archive.book()
+        if period_id is None:
+            placement = book.placed(branch_id, day)
+            period_id = placement[1].id if placement is not None else None
+        governing = book.governing(branch_id, period_id) if period_id is not None else None
+        found = governing.period if governing is not None else None
+        if found is not None and not found.starts_on <= day <= found.ends_on:
+            found = None
+        document = governing.document if governing is not None else None
+        return adjustment.BranchFacts(
+            committee=frozenset(committee.member_ids) if committee else frozenset(),
+            member_branch=member.branch_id if member is not None else None,
+            period=found,
+            period_closed=found is not None and await self.is_closed(branch_id, found.id),
+            precision=document.precision if document is not None else 2,
+            regulation_id=book.regulation_of(branch_id, day),
+        )
 
     async def request_adjustment(
         self,
-        branch_id: str,
-        adjustment_id: str,
-        member_id: str,
-        period_id: str,
-        points: Decimal,
-        reason: str,
+        command: adjustment.RequestAdjustment,
         requester: str | None,
         context: CommandContext,
     ) -> AppendResult:
-        await self._committee_member(branch_id, requester, "requested_by")
-        member = await self.directory.member(member_id)
-        if member is None or member.branch_id != branch_id:
+        if command.effective_on > self.calendar.today():
             raise CommandRefused(
-                "member_not_in_branch",
-                f"member {member_id} is not a member of branch {branch_id}",
-                field="member_id",
+                "effective_on_in_future",
+                "an adjustment cannot take effect on a day that has not come",
+                field="effective_on",
+                invalid=True,
             )
-        history = await self.archive.regulations()
-        if period_id not in history.periods():
-            raise CommandRefused(
-                "period_unknown", f"the regulation has no period {period_id}", field="period_id"
-            )
-        stream = adjustment_stream(adjustment_id)
-        assert requester is not None
+        facts = await self._branch_facts(command.branch_id, command.member_id, command.effective_on)
+        stream = adjustment.adjustment_stream(command.adjustment_id)
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
-            if loaded[stream].exists:
-                raise CommandRefused(
-                    "adjustment_exists",
-                    f"adjustment {adjustment_id} exists already",
-                    field="adjustment_id",
-                )
-            event = AdjustmentRequested(
-                adjustment_id=adjustment_id,
-                member_id=member_id,
-                branch_id=branch_id,
-                period_id=period_id,
-                points=points,
-                reason=reason,
-                requested_by=requester,
-            )
-            return Decision([Change(stream, event, self.clock(), branch_id)])
+            state = _adjustment_state(loaded[stream])
+            events = adjustment.decide_request(command, state, facts, requester)
+            occurred = self.calendar.start_of(command.effective_on)
+            return Decision([Change(stream, e, occurred, command.branch_id) for e in events])
 
-        result = await execute(self.store, context, [stream], decide)
-        await self.settled()
-        return result
+        return await self._run(context, [stream], decide)
 
     async def approve_adjustment(
         self, branch_id: str, adjustment_id: str, approver: str | None, context: CommandContext
     ) -> AppendResult:
-        await self._committee_member(branch_id, approver, "approved_by")
-        stream = adjustment_stream(adjustment_id)
-        assert approver is not None
+        stream = adjustment.adjustment_stream(adjustment_id)
+        current = _adjustment_state(await load(self.store, stream))
+        requested = current.requested if current is not None else None
+        day = (
+            requested.effective_on
+            if requested is not None and requested.effective_on is not None
+            else self.calendar.today()
+        )
+        facts = await self._branch_facts(
+            branch_id,
+            requested.member_id if requested else None,
+            day,
+            requested.period_id if requested else None,
+        )
+        command = adjustment.ApproveAdjustment(adjustment_id, branch_id)
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
-            requested = next(
-                (e for e in loaded[stream].events if isinstance(e, AdjustmentRequested)), None
+            state = _adjustment_state(loaded[stream])
+            events = adjustment.decide_approval(command, state, facts, approver)
+            return Decision(
+                [Change(stream, e, self.calendar.start_of(day), branch_id) for e in events]
             )
-            if requested is None or requested.branch_id != branch_id:
-                raise CommandRefused(
-                    "adjustment_unknown", f"branch {branch_id} has no adjustment {adjustment_id}"
-                )
-            if any(isinstance(e, ScoreAdjusted) for e in loaded[stream].events):
-                raise CommandRefused(
-                    "adjustment_approved", f"adjustment {adjustment_id} is approved already"
-                )
-            if requested.requested_by == approver:
-                raise CommandRefused(
-                    "four_eyes",
-                    f"{approver} asked for adjustment {adjustment_id} and "
-                    "cannot approve it too; another committee member must",
-                    field="approved_by",
-                )
-            event = ScoreAdjusted(
-                adjustment_id=adjustment_id,
-                member_id=requested.member_id,
-                branch_id=branch_id,
-                period_id=requested.period_id,
-                points=requested.points,
-                reason=requested.reason,
-                requested_by=requested.requested_by,
-                approved_by=approver,
-            )
-            return Decision([Change(stream, event, self.clock(), branch_id)])
 
-        result = await execute(self.store, context, [stream], decide)
-        await self.settled()
+        result = await self._run(context, [stream], decide)
         adjusted = await self.archive.adjustment(adjustment_id)
         if adjusted is not None:
             await self.refresh([adjusted["member_id"]])
@@ -277,11 +300,11 @@ class ScoringService:
     # -- periods ------------------------------------------------------------------------------
 
     async def participants(
-        self, branch_id: str, period: Period, as_of: date | None = None
+        self, branch_id: str, ends_on: date, as_of: date | None = None
     ) -> list[Participant]:
         """Who is assessed: the branch's members on the period's last day (or the day asked),
         probationary if they were so on that day."""
-        day = min(period.ends_on, as_of) if as_of else period.ends_on
+        day = min(ends_on, as_of) if as_of else ends_on
         members: list[MemberRecord] = await self.directory.members_of(branch_id, day)
         return [
             Participant(m.member_id, branch_id, m.standing_on(day) == "probationary")
@@ -293,23 +316,24 @@ class ScoringService:
         branch_id: str,
         period_id: str,
         *,
-        as_of: date | None = None,
+        as_of: Moment | None = None,
         known_at: datetime | None = None,
-        history: RegulationHistory | None = None,
-    ) -> tuple[PeriodResult, list[TableRow], list[Participant]] | None:
-        history = history or await self.archive.regulations(known_at)
-        period = history.periods().get(period_id)
-        if period is None:
+        book: RegulationBook | None = None,
+    ) -> tuple[PeriodResult, list[TableRow], list[Participant], Governing] | None:
+        """The branch's period under the regulation it follows, or None when no regulation it
+        follows has that period."""
+        book = book or await self.archive.book(known_at)
+        governing = book.governing(branch_id, period_id)
+        if governing is None:
             return None
-        participants = await self.participants(branch_id, period, as_of)
-        moment = self.end_of(as_of) if as_of else None
+        day = self.day(as_of) if as_of is not None else None
+        participants = await self.participants(branch_id, governing.period.ends_on, day)
+        moment = self.instant(as_of)
         members = [p.member_id for p in participants]
         inputs = await self.archive.inputs_of(members, as_of=moment, known_at=known_at)
         adjustments = await self.archive.adjustments(members, as_of=moment, known_at=known_at)
-        result = compute_period(period_id, history, inputs, adjustments, self.zone, participants)
-        if result is None:
-            return None
-        return result, branch_table(result, branch_id, participants), participants
+        result = compute_period(period_id, book, inputs, adjustments, self.zone, participants)
+        return result, branch_table(result, branch_id, participants), participants, governing
 
     async def close_period(
         self,
@@ -318,72 +342,60 @@ class ScoringService:
         context: CommandContext,
         closed_on: date | None = None,
     ) -> AppendResult:
-        stream = assessment_stream(branch_id, period_id)
+        stream = period.assessment_stream(branch_id, period_id)
         closed_at = self.clock()
         if closed_on is not None:
-            if closed_on > closed_at.astimezone(self.zone).date():
-                raise CommandRefused(
-                    "closed_in_future",
-                    "a period cannot be closed on a day that has not come",
-                    field="closed_on",
-                )
+            self.calendar.past_day(closed_on, "closed_on", "a close")
             closed_at = min(closed_at, self.end_of(closed_on))
         computed = await self.branch_result(branch_id, period_id)
         if computed is None:
-            raise CommandRefused("period_unknown", f"the regulation has no period {period_id}")
-        result, table, _ = computed
+            raise CommandRefused(
+                "period_unknown",
+                f"no regulation branch {branch_id} follows has a period {period_id}",
+            )
+        _, table, _, governing = computed
+        command = period.ClosePeriod(branch_id, period_id, closed_at)
+        results = period.Results(governing.document, governing.period, table)
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
-            closes = [e for e in loaded[stream].events if isinstance(e, AssessmentClosed)]
-            reopens = [e for e in loaded[stream].events if isinstance(e, AssessmentReopened)]
-            if len(closes) > len(reopens):
-                raise CommandRefused(
-                    "period_closed",
-                    f"period {period_id} of branch {branch_id} is closed "
-                    f"(revision {len(closes)}); reopen it first",
-                )
-            event = AssessmentClosed(
-                branch_id=branch_id,
-                period_id=period_id,
-                regulation_id=result.governing.id,
-                regulation_version=result.governing.version,
-                closed_at=closed_at,
-                revision=len(closes) + 1,
-                results=[
-                    AssessmentResult(
-                        member_id=r.member_id, total=r.total, rank=r.rank, grade=r.grade
-                    )
-                    for r in table
-                ],
-                excellent=[r.member_id for r in table if r.classification == "excellent"],
-                lagging=[r.member_id for r in table if r.classification == "lagging"],
-            )
-            return Decision([Change(stream, event, closed_at, branch_id)])
+            state = _period_state(loaded[stream])
+            events = period.decide_close(command, state, results)
+            return Decision([Change(stream, e, closed_at, branch_id) for e in events])
 
-        closed = await execute(self.store, context, [stream], decide)
-        await self.settled()
-        return closed
+        return await self._run(context, [stream], decide)
 
     async def reopen_period(
-        self, branch_id: str, period_id: str, reason: str, context: CommandContext
+        self,
+        branch_id: str,
+        period_id: str,
+        reason: str,
+        context: CommandContext,
+        reopened_on: date | None = None,
     ) -> AppendResult:
-        stream = assessment_stream(branch_id, period_id)
+        stream = period.assessment_stream(branch_id, period_id)
+        day = self.calendar.past_day(reopened_on, "reopened_on", "a reopening")
+        occurred = self.clock() if reopened_on is None else self.calendar.start_of(day)
+        command = period.ReopenPeriod(branch_id, period_id, reason)
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
-            closes = [e for e in loaded[stream].events if isinstance(e, AssessmentClosed)]
-            reopens = [e for e in loaded[stream].events if isinstance(e, AssessmentReopened)]
-            if len(closes) == len(reopens):
-                raise CommandRefused(
-                    "period_open", f"period {period_id} of branch {branch_id} is not closed"
-                )
-            event = AssessmentReopened(
-                branch_id=branch_id, period_id=period_id, revision=len(closes), reason=reason
-            )
-            return Decision([Change(stream, event, self.clock(), branch_id)])
+            events = period.decide_reopen(command, _period_state(loaded[stream]))
+            return Decision([Change(stream, e, occurred, branch_id) for e in events])
 
-        reopened = await execute(self.store, context, [stream], decide)
-        await self.settled()
-        return reopened
+        return await self._run(context, [stream], decide)
+
+
+def _adjustment_state(loaded: LoadedStream) -> adjustment.AdjustmentState | None:
+    state = adjustment.initial_state()
+    for record, event in zip(loaded.recorded, loaded.events, strict=True):
+        state = adjustment.evolve(state, event, record.event_id)
+    return state
+
+
+def _period_state(loaded: LoadedStream) -> period.PeriodState:
+    state = period.initial_state()
+    for event in loaded.events:
+        state = period.evolve(state, event)
+    return state
 
 
 def system_context(key: str) -> CommandContext:

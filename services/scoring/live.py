@@ -29,11 +29,10 @@ from services.scoring.domain.engine import (
     Adjustment,
     Input,
     clamp,
-    lines_of,
-    local_day,
-    vetoes_of,
+    placed_lines,
+    vetoes_for,
 )
-from services.scoring.domain.regulation import RegulationHistory
+from services.scoring.domain.regulation import RegulationBook
 from services.scoring.ledger import StoredLine, changes, publish
 
 LINE_COLUMNS = (
@@ -53,20 +52,13 @@ LINE_COLUMNS = (
 
 
 def compute_lines(
-    inputs: Iterable[Input], history: RegulationHistory, zone: ZoneInfo, superseded: set[UUID]
+    inputs: Iterable[Input], book: RegulationBook, zone: ZoneInfo, superseded: set[UUID]
 ) -> list[StoredLine]:
     """The lines (and veto marks) of these inputs; the same as the pure engine gives."""
     result = []
     for input_ in inputs:
-        day = local_day(input_.occurred_at, zone)
-        version = history.in_force(day)
-        if version is None:
-            continue
-        period = version.document.period_of(day)
-        if period is None:
-            continue
         gone = input_.event_id in superseded
-        for line in lines_of(input_, version, period):
+        for line in placed_lines(input_, book, zone):
             result.append(
                 StoredLine(
                     input_.event_id,
@@ -75,7 +67,7 @@ def compute_lines(
                     line.regulation_version,
                     line.member_id,
                     line.branch_id,
-                    period.id,
+                    line.period_id,
                     line.points,
                     False,
                     gone,
@@ -83,25 +75,23 @@ def compute_lines(
                     input_.occurred_at,
                 )
             )
-        governing = history.in_force(period.ends_on)
-        if governing is not None:
-            for member, veto in vetoes_of(input_, governing.document):
-                result.append(
-                    StoredLine(
-                        input_.event_id,
-                        f"veto:{veto.id}",
-                        governing.document.id,
-                        governing.document.version,
-                        member,
-                        input_.branch_id,
-                        period.id,
-                        ZERO,
-                        True,
-                        False,
-                        input_.type,
-                        input_.occurred_at,
-                    )
+        for member, veto, governing in vetoes_for(input_, book, zone):
+            result.append(
+                StoredLine(
+                    input_.event_id,
+                    f"veto:{veto.id}",
+                    governing.document.id,
+                    governing.document.version,
+                    member,
+                    input_.branch_id,
+                    governing.period.id,
+                    ZERO,
+                    True,
+                    False,
+                    input_.type,
+                    input_.occurred_at,
                 )
+            )
     return result
 
 
@@ -120,7 +110,7 @@ class LiveScores:
         """Score inputs that just arrived (inside the consumer's transaction)."""
         if not fresh:
             return
-        history = await self.archive.regulations(conn=conn)
+        book = await self.archive.book(conn=conn)
         fresh_ids = [i.event_id for i in fresh]
         born_superseded = {
             r["supersedes"]
@@ -131,10 +121,10 @@ class LiveScores:
         }
         now_superseded = {i.supersedes for i in fresh if i.supersedes} - set(fresh_ids)
         gone = await self._supersede(conn, now_superseded)
-        new = compute_lines(fresh, history, self.zone, born_superseded)
+        new = compute_lines(fresh, book, self.zone, born_superseded)
         await self._insert_lines(conn, new)
         members = {line.member_id for line in new} | {line.member_id for line in gone}
-        await self.refresh(conn, members, history)
+        await self.refresh(conn, members, book)
         await publish(self.store, changes(new, gone, branch_of), None)
 
     async def _supersede(self, conn: Connection, causes: set[UUID]) -> list[StoredLine]:
@@ -161,12 +151,13 @@ class LiveScores:
     async def rescore_since(
         self, since: datetime, causation: UUID, branch_of: dict[str, str]
     ) -> None:
-        """Recompute the lines of every input a newly published version may govern."""
-        history = await self.archive.regulations()
+        """Recompute the lines of every input a newly published version, or a newly adopted
+        regulation, may govern."""
+        book = await self.archive.book()
         earliest = min(
             (
                 p.starts_on
-                for p in history.periods().values()
+                for p in book.period_starts()
                 if datetime.combine(p.ends_on, time(23, 59), self.zone) >= since
             ),
             default=None,
@@ -191,7 +182,7 @@ class LiveScores:
                     ids,
                 )
             ]
-            new = compute_lines(inputs, history, self.zone, superseded)
+            new = compute_lines(inputs, book, self.zone, superseded)
             await self._insert_lines(conn, new)
             old_keys = {(line.key, line.points) for line in old}
             new_keys = {(line.key, line.points) for line in new}
@@ -206,19 +197,19 @@ class LiveScores:
                 | {line.member_id for line in new}
                 | {a.member_id for a in await self.archive.adjustments(conn=conn)}
             )
-            await self.refresh(conn, members, history)
+            await self.refresh(conn, members, book)
             await publish(self.store, changes(added, gone, branch_of), causation)
 
     # -- the aggregate ----------------------------------------------------------------------------
 
     async def refresh(
-        self, conn: Connection, members: Iterable[str], history: RegulationHistory | None = None
+        self, conn: Connection, members: Iterable[str], book: RegulationBook | None = None
     ) -> None:
         """Recompute the live rows of these members from their lines and adjustments."""
         members = sorted(set(members))
         if not members:
             return
-        history = history or await self.archive.regulations(conn=conn)
+        book = book or await self.archive.book(conn=conn)
         rows = await conn.fetch(
             f"SELECT member_id, period_id, rule_id, veto, max(branch_id) AS branch_id, "
             "sum(points) FILTER (WHERE NOT superseded) AS points, "
@@ -228,14 +219,15 @@ class LiveScores:
             members,
         )
         adjustments = await self.archive.adjustments(members, conn=conn)
-        results = aggregate(rows, adjustments, history)
+        results = aggregate(rows, adjustments, book)
         await conn.execute(
             f"DELETE FROM {self._s}.member_scores WHERE member_id = ANY($1)", members
         )
         if results:
             await conn.executemany(
-                f"INSERT INTO {self._s}.member_scores VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, "
-                "$8, $9)",
+                f"INSERT INTO {self._s}.member_scores (member_id, period_id, branch_id, total, "
+                "by_rule, adjustments, vetoed_by, lines, regulation_version, regulation_id) "
+                "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10)",
                 results,
             )
 
@@ -243,12 +235,11 @@ class LiveScores:
 def aggregate(
     rows: Sequence[asyncpg.Record | dict[str, Any]],
     adjustments: Sequence[Adjustment],
-    history: RegulationHistory,
+    book: RegulationBook,
 ) -> list[tuple[Any, ...]]:
     """Live rows (as archive.score_row makes them) from line sums and adjustments."""
     import orjson
 
-    periods = history.periods()
     cells: dict[tuple[str, str], dict[str, Any]] = defaultdict(
         lambda: {"rules": {}, "vetoes": set(), "lines": 0, "branches": set(), "adjustments": ZERO}
     )
@@ -266,8 +257,8 @@ def aggregate(
         cell["branches"].add(adjustment.branch_id)
     result = []
     for (member, period_id), cell in sorted(cells.items()):
-        period = periods.get(period_id)
-        governing = history.in_force(period.ends_on) if period else None
+        branch = max(cell["branches"]) if cell["branches"] else None
+        governing = book.governing(branch, period_id)
         if governing is None:
             continue
         document = governing.document
@@ -287,13 +278,14 @@ def aggregate(
             (
                 member,
                 period_id,
-                max(cell["branches"]) if cell["branches"] else None,
-                total,
+                branch,
+                document.scaled(total),
                 orjson.dumps({k: str(v) for k, v in by_rule.items()}).decode(),
                 cell["adjustments"],
                 sorted(cell["vetoes"]),
                 sum(active for _, active in cell["rules"].values()),
                 document.version,
+                document.id,
             )
         )
     return result

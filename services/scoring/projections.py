@@ -12,6 +12,7 @@ from contracts.events import (
     AdjustmentRequested,
     AssessmentClosed,
     AssessmentReopened,
+    RegulationAdopted,
     RegulationPublished,
     ScoreAdjusted,
 )
@@ -51,6 +52,7 @@ class ScoringReadModels:
     event_types = frozenset(
         {
             "regulation.published",
+            "regulation.adopted",
             "score.adjustment_requested",
             "score.adjusted",
             "assessment.closed",
@@ -63,7 +65,8 @@ class ScoringReadModels:
 
     async def reset(self, conn: Connection) -> None:
         await conn.execute(
-            f"TRUNCATE {self._s}.regulations, {self._s}.adjustments, {self._s}.assessments"
+            f"TRUNCATE {self._s}.regulations, {self._s}.adoptions, {self._s}.adjustments, "
+            f"{self._s}.assessments"
         )
 
     async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
@@ -73,20 +76,36 @@ class ScoringReadModels:
             match p:
                 case RegulationPublished():
                     await conn.execute(
-                        f"INSERT INTO {s}.regulations VALUES ($1, $2, $3, $4::jsonb, $5, $6) "
-                        "ON CONFLICT DO NOTHING",
+                        f"INSERT INTO {s}.regulations (regulation_id, version, effective_from, "
+                        "document, event_id, recorded_at, owner_unit_id) VALUES ($1, $2, $3, "
+                        "$4::jsonb, $5, $6, $7) ON CONFLICT DO NOTHING",
                         p.regulation_id,
                         p.version,
                         p.effective_from,
                         orjson.dumps(p.document).decode(),
                         event.event_id,
                         event.recorded_at,
+                        p.owner_unit_id,
+                    )
+                case RegulationAdopted():
+                    await conn.execute(
+                        f"INSERT INTO {s}.adoptions (event_id, unit_id, regulation_id, "
+                        "effective_from, decided_on, position, recorded_at) VALUES ($1, $2, $3, "
+                        "$4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                        event.event_id,
+                        p.unit_id,
+                        p.regulation_id,
+                        p.effective_from,
+                        p.decided_on,
+                        event.position,
+                        event.recorded_at,
                     )
                 case AdjustmentRequested():
                     await conn.execute(
                         f"INSERT INTO {s}.adjustments (adjustment_id, member_id, branch_id, "
-                        "period_id, points, reason, requested_by, requested_at) VALUES ($1, $2, "
-                        "$3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+                        "period_id, points, reason, requested_by, requested_at, effective_on, "
+                        "requested_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+                        "ON CONFLICT DO NOTHING",
                         p.adjustment_id,
                         p.member_id,
                         p.branch_id,
@@ -95,8 +114,12 @@ class ScoringReadModels:
                         p.reason,
                         p.requested_by,
                         event.recorded_at,
+                        p.effective_on,
+                        event.event_id,
                     )
                 case ScoreAdjusted():
+                    # `occurred_at` is the effective date (as_of); `recorded_at` the approval's
+                    # record time (known_at).
                     await conn.execute(
                         f"UPDATE {s}.adjustments SET approved_by = $2, event_id = $3, "
                         "occurred_at = $4, recorded_at = $5 WHERE adjustment_id = $1",

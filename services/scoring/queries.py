@@ -12,62 +12,110 @@ from typing import Any
 
 from services.scoring.archive import Archive, score_key, score_row
 from services.scoring.domain.assessment import TableRow, compute_period
-from services.scoring.domain.engine import Input, MemberPeriod, all_lines
+from services.scoring.domain.engine import Input, LedgerEntry, MemberPeriod, all_lines
 from services.scoring.domain.regulation import (
     PublishedVersion,
+    RegulationBook,
     RegulationDocument,
     RegulationHistory,
 )
-from services.scoring.handlers import ScoringService
+from services.scoring.handlers import Moment, ScoringService
+
+ADJUSTMENT_TITLE = "人工调整 / manual adjustment"
+CLOSING_TITLES = {
+    "ceiling": "封顶 / the ceiling of the regulation",
+    "floor": "保底 / the floor of the regulation",
+    "veto": "一票否决 / veto",
+}
+
+
+def _scale(precision: int) -> Any:
+    quantum = Decimal(1).scaleb(-precision)
+    return lambda value: Decimal(value).quantize(quantum)
+
+
+def entry_view(entry: LedgerEntry, precision: int) -> dict[str, Any]:
+    """One ledger line: a rule's, an adjustment's, or the closing line of a clamped total."""
+    scale = _scale(precision)
+    common = {
+        "kind": entry.kind,
+        "points": scale(entry.points),
+        "counted": scale(entry.counted),
+        "capped": entry.capped,
+        "running_total": scale(entry.running_total),
+    }
+    if entry.line is not None:
+        line = entry.line
+        return {
+            "cause_event_id": line.cause.event_id,
+            "cause_type": line.cause.type,
+            "cause_occurred_at": line.cause.occurred_at,
+            "cause_recorded_at": line.cause.recorded_at,
+            "actor_id": line.cause.actor_id,
+            "rule_id": line.rule_id,
+            "rule_title": line.rule_title,
+            "regulation_id": line.regulation_id,
+            "regulation_version": line.regulation_version,
+            **common,
+        }
+    if entry.adjustment is not None:
+        a = entry.adjustment
+        return {
+            "cause_event_id": a.event_id,
+            "cause_type": "score.adjusted",
+            "cause_occurred_at": a.occurred_at,
+            "cause_recorded_at": a.recorded_at,
+            "actor_id": a.approved_by,
+            "rule_id": "adjustment",
+            "rule_title": ADJUSTMENT_TITLE,
+            "adjustment_id": a.adjustment_id,
+            "reason": a.reason,
+            "requested_by": a.requested_by,
+            "approved_by": a.approved_by,
+            "requested_event_id": a.requested_event_id,
+            **common,
+        }
+    return {
+        "rule_id": entry.kind,
+        "rule_title": CLOSING_TITLES[entry.kind],
+        "vetoed_by": list(entry.vetoed_by),
+        **common,
+    }
 
 
 def period_view(result: MemberPeriod) -> dict[str, Any]:
+    scale = _scale(result.precision)
     return {
         "period_id": result.period_id,
         "branch_id": result.branch_id,
+        "regulation_id": result.regulation_id,
         "regulation_version": result.regulation_version,
-        "base": result.base,
-        "total": result.total,
+        "base": scale(result.base),
+        "total": scale(result.total),
         "by_rule": {
-            rule: {"raw": result.raw_by_rule[rule], "counted": counted}
+            rule: {"raw": scale(result.raw_by_rule[rule]), "counted": scale(counted)}
             for rule, counted in sorted(result.by_rule.items())
         },
         "adjustments": [
             {
                 "adjustment_id": a.adjustment_id,
-                "points": a.points,
+                "points": scale(a.points),
                 "reason": a.reason,
                 "requested_by": a.requested_by,
                 "approved_by": a.approved_by,
+                "effective_at": a.occurred_at,
             }
             for a in result.adjustment_list
         ],
         "vetoed_by": result.vetoed_by,
-        "ledger": [
-            {
-                "cause_event_id": entry.line.cause.event_id,
-                "cause_type": entry.line.cause.type,
-                "cause_occurred_at": entry.line.cause.occurred_at,
-                "cause_recorded_at": entry.line.cause.recorded_at,
-                "actor_id": entry.line.cause.actor_id,
-                "rule_id": entry.line.rule_id,
-                "rule_title": entry.line.rule_title,
-                "regulation_id": entry.line.regulation_id,
-                "regulation_version": entry.line.regulation_version,
-                "points": entry.line.points,
-                "counted": entry.counted,
-                "capped": entry.capped,
-                "running_total": entry.running_total,
-            }
-            for entry in result.entries
-        ],
+        "ledger": [entry_view(entry, result.precision) for entry in result.entries],
     }
 
 
-def row_view(row: TableRow) -> dict[str, Any]:
+def row_view(row: TableRow, document: RegulationDocument) -> dict[str, Any]:
     return {
         "member_id": row.member_id,
-        "total": row.total,
+        "total": document.scaled(row.total),
         "rank": row.rank,
         "grade": row.grade,
         "classification": row.classification,
@@ -98,12 +146,13 @@ class ScoringQueries:
         self,
         member_id: str,
         *,
-        as_of: date | None,
+        as_of: Moment | None,
         known_at: datetime | None,
         period_id: str | None,
     ) -> list[dict[str, Any]]:
-        moment = self.service.end_of(as_of) if as_of else None
-        results = await self.service.member_periods(member_id, as_of=moment, known_at=known_at)
+        results = await self.service.member_periods(
+            member_id, as_of=self.service.instant(as_of), known_at=known_at
+        )
         return [
             period_view(r)
             for p, r in sorted(results.items())
@@ -111,14 +160,16 @@ class ScoringQueries:
         ]
 
     async def branch(
-        self, branch_id: str, period_id: str, *, as_of: date | None, known_at: datetime | None
+        self, branch_id: str, period_id: str, *, as_of: Moment | None, known_at: datetime | None
     ) -> dict[str, Any] | None:
+        book = await self.archive.book(known_at)
         computed = await self.service.branch_result(
-            branch_id, period_id, as_of=as_of, known_at=known_at
+            branch_id, period_id, as_of=as_of, known_at=known_at, book=book
         )
         if computed is None:
             return None
-        result, table, participants = computed
+        _, table, participants, governing = computed
+        period = governing.period
         closes = [
             c
             for c in await self.archive.closes(branch_id, period_id)
@@ -130,17 +181,21 @@ class ScoringQueries:
             after_close = await self.archive.recorded_after(
                 [p.member_id for p in participants],
                 closed["recorded_at"],
-                _day_start(self.service, result.period.starts_on),
-                _day_start(self.service, result.period.ends_on, next_day=True),
+                _day_start(self.service, period.starts_on),
+                _day_start(self.service, period.ends_on, next_day=True),
             )
         return {
             "branch_id": branch_id,
             "period_id": period_id,
-            "regulation_id": result.governing.id,
-            "regulation_version": result.governing.version,
+            "starts_on": period.starts_on,
+            "ends_on": period.ends_on,
+            "regulation_id": governing.document.id,
+            "regulation_version": governing.document.version,
+            "regulation_title": governing.document.title_text(),
+            "regulation_source": book.source_of(branch_id, period.ends_on),
             "as_of": as_of,
             "known_at": known_at,
-            "members": [row_view(r) for r in table],
+            "members": [row_view(r, governing.document) for r in table],
             "closed": {"revision": closed["revision"], "closed_at": closed["closed_at"]}
             if closed
             else None,
@@ -161,28 +216,33 @@ class ScoringQueries:
         branch_ids: Sequence[str],
         period_id: str,
         *,
-        as_of: date | None,
+        as_of: Moment | None,
         known_at: datetime | None,
     ) -> list[dict[str, Any]]:
-        history = await self.archive.regulations(known_at)
+        """Each branch under its own regulation, and which."""
+        book = await self.archive.book(known_at)
         rows = []
         for branch_id in branch_ids:
             computed = await self.service.branch_result(
-                branch_id, period_id, as_of=as_of, known_at=known_at, history=history
+                branch_id, period_id, as_of=as_of, known_at=known_at, book=book
             )
             if computed is None:
                 continue
-            _, table, _ = computed
+            _, table, _, governing = computed
+            document = governing.document
             totals = [r.total for r in table]
             rows.append(
                 {
                     "branch_id": branch_id,
+                    "regulation_id": document.id,
+                    "regulation_version": document.version,
+                    "regulation_title": document.title_text(),
                     "members": len(table),
-                    "average": (sum(totals, Decimal(0)) / len(totals)).quantize(Decimal("0.01"))
+                    "average": document.scaled(sum(totals, Decimal(0)) / len(totals))
                     if totals
                     else None,
-                    "highest": max(totals, default=None),
-                    "lowest": min(totals, default=None),
+                    "highest": document.scaled(max(totals)) if totals else None,
+                    "lowest": document.scaled(min(totals)) if totals else None,
                     "grades": _count(r.grade or "ungraded" for r in table),
                     "excellent": [r.member_id for r in table if r.classification == "excellent"],
                     "lagging": [r.member_id for r in table if r.classification == "lagging"],
@@ -193,38 +253,43 @@ class ScoringQueries:
     async def what_if(
         self, period_id: str, branch_ids: Sequence[str], alternative: RegulationDocument
     ) -> dict[str, Any]:
-        """Every member of the branches under the live regulation and under the alternative,
-        side by side. Nothing is written."""
-        live_history = await self.archive.regulations()
-        period = live_history.periods().get(period_id) or alternative.period(period_id)
+        """Every member of the branches under the regulation each follows and under the
+        alternative, side by side. Nothing is written."""
+        live_book = await self.archive.book()
+        period = alternative.period(period_id)
         if period is None:
-            raise LookupError(f"no period {period_id}")
+            raise LookupError(f"no period {period_id} in regulation {alternative.id}")
         # The alternative governs the whole period, whatever its own effective date says.
         alt_document = alternative.model_copy(
             update={"effective_from": min(alternative.effective_from, period.starts_on)}
         )
-        alt_history = RegulationHistory([PublishedVersion(alt_document, None, None)])
+        alt_book = RegulationBook.single(
+            RegulationHistory([PublishedVersion(alt_document, None, None)])
+        )
         members: list[dict[str, Any]] = []
         changed_grades = 0
+        live_versions: dict[str, dict[str, Any]] = {}
         for branch_id in branch_ids:
-            old = await self.service.branch_result(branch_id, period_id, history=live_history)
-            new = await self.service.branch_result(branch_id, period_id, history=alt_history)
+            old = await self.service.branch_result(branch_id, period_id, book=live_book)
+            new = await self.service.branch_result(branch_id, period_id, book=alt_book)
             if old is None or new is None:
                 continue
+            old_doc, new_doc = old[3].document, new[3].document
+            live_versions[branch_id] = {"id": old_doc.id, "version": old_doc.version}
             old_rows = {r.member_id: r for r in old[1]}
             new_rows = {r.member_id: r for r in new[1]}
             for member_id in sorted(old_rows):
                 before, after = old_rows[member_id], new_rows[member_id]
-                old_result = old[0].members.get(member_id)
-                new_result = new[0].members.get(member_id)
-                rules = _rule_differences(old_result, new_result)
+                rules = _rule_differences(
+                    old[0].members.get(member_id), new[0].members.get(member_id), new_doc
+                )
                 members.append(
                     {
                         "member_id": member_id,
                         "branch_id": branch_id,
-                        "old_total": before.total,
-                        "new_total": after.total,
-                        "delta": after.total - before.total,
+                        "old_total": old_doc.scaled(before.total),
+                        "new_total": new_doc.scaled(after.total),
+                        "delta": new_doc.scaled(after.total - before.total),
                         "old_rank": before.rank,
                         "new_rank": after.rank,
                         "old_grade": before.grade,
@@ -233,10 +298,11 @@ class ScoringQueries:
                     }
                 )
                 changed_grades += before.grade != after.grade
-        governing = live_history.in_force(period.ends_on)
+        live_ids = {v["version"] for v in live_versions.values()}
         return {
             "period_id": period_id,
-            "live_regulation_version": governing.document.version if governing else None,
+            "live_regulation_version": live_ids.pop() if len(live_ids) == 1 else None,
+            "live_regulations": live_versions,
             "alternative": {"id": alternative.id, "version": alternative.version},
             "members": members,
             "grades_changed": changed_grades,
@@ -244,21 +310,19 @@ class ScoringQueries:
 
     async def replay(self) -> ReplayReport:
         """Fold the whole archive again, apart from the live tables, and compare."""
-        history = await self.archive.regulations()
+        book = await self.archive.book()
         inputs: list[Input] = []
         async for page in self.archive.all_inputs():
             inputs.extend(page)
         adjustments = await self.archive.adjustments()
-        lines = all_lines(inputs, history, self.service.zone)
+        lines = all_lines(inputs, book, self.service.zone)
         replayed: dict[tuple[str, str], tuple[str, ...]] = {}
         live_rows = await self.archive.live_scores()
         branches = {(r["member_id"], r["period_id"]): r["branch_id"] for r in live_rows}
-        for period_id in history.periods():
+        for period_id in book.period_ids():
             result = compute_period(
-                period_id, history, inputs, adjustments, self.service.zone, lines=lines
+                period_id, book, inputs, adjustments, self.service.zone, lines=lines
             )
-            if result is None:
-                continue
             for member_id, member_result in result.members.items():
                 branch = member_result.branch_id or branches.get((member_id, period_id))
                 row = score_row(member_result)
@@ -298,13 +362,19 @@ def _count(values: Any) -> dict[str, int]:
     return counts
 
 
-def _rule_differences(old: MemberPeriod | None, new: MemberPeriod | None) -> dict[str, Any]:
+def _rule_differences(
+    old: MemberPeriod | None, new: MemberPeriod | None, document: RegulationDocument
+) -> dict[str, Any]:
     before = old.by_rule if old else {}
     after = new.by_rule if new else {}
+    zero = Decimal(0)
     return {
-        rule: {"old": before.get(rule, Decimal(0)), "new": after.get(rule, Decimal(0))}
+        rule: {
+            "old": document.scaled(before.get(rule, zero)),
+            "new": document.scaled(after.get(rule, zero)),
+        }
         for rule in sorted(set(before) | set(after))
-        if before.get(rule, Decimal(0)) != after.get(rule, Decimal(0))
+        if before.get(rule, zero) != after.get(rule, zero)
     }
 
 

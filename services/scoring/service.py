@@ -28,7 +28,11 @@ class ScoringSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PARTY_SCORING_", extra="ignore")
 
-    regulation_id: str = Field("nde-2010", description="the regulation the university scores by")
+    regulation_id: str = Field(
+        "nde-2010",
+        description="the university's regulation: what a school or branch follows until it "
+        "adopts another (any published id can be adopted without a restart)",
+    )
     default_regulation: str = Field(
         str(DEFAULT_REGULATION),
         description="a YAML file published at first start when no version exists ('' for none)",
@@ -60,13 +64,13 @@ async def _publish_default(context: ServiceContext) -> None:
     service: ScoringService = context.extras["scoring"]
     if not settings.default_regulation:
         return
-    if (await service.archive.regulations()).latest() is not None:
+    if (await service.archive.regulations(settings.regulation_id)).latest() is not None:
         return
     text = await asyncio.to_thread(Path(settings.default_regulation).read_text, encoding="utf-8")
     raw = load_regulation(text)
     if raw.get("id") != settings.regulation_id:
         log.warning(
-            "default regulation is not the one in use; not published",
+            "the default regulation file is not the university's regulation; not published",
             default=raw.get("id"),
             in_use=settings.regulation_id,
         )

@@ -301,18 +301,18 @@ async def hand_computed_branch(world: World) -> None:
 
 
 EXPECTED = [  # member, total, rank, grade, classification
-    ("m01", "100", 1, "excellent", "excellent"),  # 60+30(cap)+18 = 108 → ceiling 100
-    ("m02", "100", 1, "excellent", "excellent"),  # 60+30+12 = 102 → 100
-    ("m03", "96", 3, "excellent", "excellent"),  # 60+30+6
-    ("m04", "92", 4, "qualified", "neither"),  # 60+20+12; five at ≥92 > 12/3: left out
-    ("m05", "92", 4, "qualified", "neither"),  # the corrected absence no longer counts
-    ("m06", "90", 6, "qualified", "neither"),
-    ("m07", "75", 7, "basic", "neither"),  # 60+10 and a manual +5
-    ("m12", "65", 8, "basic", "neither"),  # 60+10−5
-    ("m09", "60", 9, "basic", "neither"),  # 60−10+10
-    ("m11", "60", 9, "basic", "neither"),  # nothing: the base
-    ("m10", "40", 11, "unqualified", "lagging"),  # 60−20
-    ("m08", "0", 12, "unqualified", "lagging"),  # vetoed: the floor
+    ("m01", "100.0", 1, "excellent", "excellent"),  # 60+30(cap)+18 = 108 → ceiling 100
+    ("m02", "100.0", 1, "excellent", "excellent"),  # 60+30+12 = 102 → 100
+    ("m03", "96.0", 3, "excellent", "excellent"),  # 60+30+6
+    ("m04", "92.0", 4, "qualified", "neither"),  # 60+20+12; five at ≥92 > 12/3: left out
+    ("m05", "92.0", 4, "qualified", "neither"),  # the corrected absence no longer counts
+    ("m06", "90.0", 6, "qualified", "neither"),
+    ("m07", "75.0", 7, "basic", "neither"),  # 60+10 and a manual +5
+    ("m12", "65.0", 8, "basic", "neither"),  # 60+10−5
+    ("m09", "60.0", 9, "basic", "neither"),  # 60−10+10
+    ("m11", "60.0", 9, "basic", "neither"),  # nothing: the base
+    ("m10", "40.0", 11, "unqualified", "lagging"),  # 60−20
+    ("m08", "0.0", 12, "unqualified", "lagging"),  # vetoed: the floor
 ]
 
 
@@ -328,6 +328,7 @@ async def test_hand_computed_totals_ranks_and_grades(world: World) -> None:
             "adjustment_id": "adj-1",
             "member_id": "m07",
             "period_id": "P1",
+            "effective_on": "2010-10-15",
             "points": "5",
             "reason": "抗洪志愿服务表彰",
         },
@@ -351,15 +352,26 @@ async def test_hand_computed_totals_ranks_and_grades(world: World) -> None:
     assert got == [(m, str(Decimal(t)), r, g, c) for m, t, r, g, c in EXPECTED]
 
     m01 = (await world.get("/v1/members/m01/score", secretary, period_id="P1"))[0]
-    assert m01["by_rule"]["present"] == {"raw": "40", "counted": "30"}
+    assert m01["by_rule"]["present"] == {"raw": "40.0", "counted": "30.0"}
     capped = [e for e in m01["ledger"] if e["rule_id"] == "present" and e["capped"]]
-    assert [(e["points"], e["counted"]) for e in capped] == [("10", "0")]  # the fourth meeting
+    assert [(e["points"], e["counted"]) for e in capped] == [("10.0", "0.0")]  # the fourth meeting
     m05 = (await world.get("/v1/members/m05/score", secretary, period_id="P1"))[0]
     assert [e["rule_id"] for e in m05["ledger"]] == ["present", "present", "volunteer"]
     m07 = (await world.get("/v1/members/m07/score", secretary, period_id="P1"))[0]
     assert m07["adjustments"][0]["approved_by"] == "m02"
+    # The adjustment is a ledger line of its own, so the running total ends at the total.
+    [manual] = [e for e in m07["ledger"] if e["kind"] == "adjustment"]
+    assert (manual["points"], manual["requested_by"], manual["approved_by"]) == (
+        "5.0",
+        "m01",
+        "m02",
+    )
+    assert m07["ledger"][-1]["running_total"] == m07["total"] == "75.0"
+    # A total the ceiling cut says so in a last line: 108 → 100.
+    assert (m01["ledger"][-1]["kind"], m01["ledger"][-1]["points"]) == ("ceiling", "-8.0")
+    assert m01["ledger"][-1]["running_total"] == m01["total"] == "100.0"
     m08 = (await world.get("/v1/members/m08/score", secretary, period_id="P1"))[0]
-    assert (m08["vetoed_by"], m08["total"]) == (["discipline"], "0")
+    assert (m08["vetoed_by"], m08["total"]) == (["discipline"], "0.0")
 
     report = await world.post("/v1/replay", {}, world.auditor)
     assert report["equal"] is True, report
@@ -394,8 +406,8 @@ async def test_the_published_ledger_names_causes_and_reverses_corrections(
     ]
     original = next(e for e in m05 if e["data"]["reverses_event_id"] is None)
     reversal = next(e for e in m05 if e["data"]["reverses_event_id"] is not None)
-    assert (original["type"], original["data"]["points"]) == ("score.deducted", "-5")
-    assert (reversal["type"], reversal["data"]["points"]) == ("score.awarded", "5")
+    assert (original["type"], original["data"]["points"]) == ("score.deducted", "-5.0")
+    assert (reversal["type"], reversal["data"]["points"]) == ("score.awarded", "5.0")
     assert reversal["data"]["reverses_event_id"] == original["event_id"]
     assert original["data"]["regulation_id"] == "test-reg"
     assert original["data"]["cause_type"] == "attendance.recorded"
@@ -423,15 +435,15 @@ async def test_as_of_and_known_at_for_an_event_recorded_late(world: World) -> No
 
     async def total(**params: Any) -> str:
         periods = await world.get("/v1/members/m01/score", period_id="P1", **params)
-        return str(periods[0]["total"]) if periods else "60"
+        return str(periods[0]["total"]) if periods else "60.0"
 
-    assert await total() == "70"
-    assert await total(as_of="2010-06-30") == "70"  # it occurred in June
-    assert await total(as_of="2010-06-09") == "60"  # not yet on 9 June
+    assert await total() == "70.0"
+    assert await total(as_of="2010-06-30") == "70.0"  # it occurred in June
+    assert await total(as_of="2010-06-09") == "60.0"  # not yet on 9 June
     # What the screen showed on 1 December: the late entry was not there yet.
-    assert await total(known_at="2010-12-01T00:00:00+08:00") == "60"
-    assert await total(as_of="2010-06-30", known_at="2010-12-01T00:00:00+08:00") == "60"
-    assert await total(known_at="2010-12-06T00:00:00+08:00") == "70"
+    assert await total(known_at="2010-12-01T00:00:00+08:00") == "60.0"
+    assert await total(as_of="2010-06-30", known_at="2010-12-01T00:00:00+08:00") == "60.0"
+    assert await total(known_at="2010-12-06T00:00:00+08:00") == "70.0"
 
 
 async def test_what_if_changes_nothing_and_gives_the_deltas(
@@ -454,11 +466,11 @@ async def test_what_if_changes_nothing_and_gives_the_deltas(
         "/v1/what-if", {"period_id": "P1", "branch_id": "nde-b1", "draft": draft}, world.auditor
     )
     by_member = {m["member_id"]: m for m in diff["members"]}
-    assert (by_member["m01"]["old_total"], by_member["m01"]["new_total"]) == ("100", "98")
-    assert by_member["m10"]["delta"] == "-20"  # 60−40 = 20 against 40
-    assert by_member["m10"]["rules"] == {"absent": {"old": "-20", "new": "-40"}}
-    assert (by_member["m04"]["new_total"], by_member["m04"]["new_grade"]) == ("82", "qualified")
-    assert by_member["m08"]["new_total"] == "0"  # still vetoed
+    assert (by_member["m01"]["old_total"], by_member["m01"]["new_total"]) == ("100.0", "98.0")
+    assert by_member["m10"]["delta"] == "-20.0"  # 60−40 = 20 against 40
+    assert by_member["m10"]["rules"] == {"absent": {"old": "-20.0", "new": "-40.0"}}
+    assert (by_member["m04"]["new_total"], by_member["m04"]["new_grade"]) == ("82.0", "qualified")
+    assert by_member["m08"]["new_total"] == "0.0"  # still vetoed
     assert diff["grades_changed"] == sum(m["old_grade"] != m["new_grade"] for m in diff["members"])
     assert await world.api.event_count() == events_before
     assert await redis_client.xlen(f"{stream_prefix}:score") == stream_before
@@ -471,7 +483,7 @@ async def test_a_retroactive_revision_rescores_with_reversals_citing_it(world: W
         world.activities, attendance("a9", "m02", "absent", "2010-06-01"), at("2010-06-01")
     )
     await world.settle()
-    assert (await world.get("/v1/members/m02/score"))[0]["total"] == "55"
+    assert (await world.get("/v1/members/m02/score"))[0]["total"] == "55.0"
     revised = {
         **REGULATION,
         "version": 2,
@@ -483,7 +495,7 @@ async def test_a_retroactive_revision_rescores_with_reversals_citing_it(world: W
         ],
     }
     published = await world.post("/v1/regulations", revised, status=201)
-    assert (await world.get("/v1/members/m02/score"))[0]["total"] == "57"
+    assert (await world.get("/v1/members/m02/score"))[0]["total"] == "57.0"
     ledger = await world.api.context.store.read_stream("ledger-m02")
     kinds = [
         (
@@ -496,9 +508,9 @@ async def test_a_retroactive_revision_rescores_with_reversals_citing_it(world: W
     ]
     regulation_event = UUID(published["event_ids"][0])
     assert kinds == [
-        (1, "-5", False, None),
-        (1, "5", True, regulation_event),
-        (2, "-3", False, regulation_event),
+        (1, "-5.0", False, None),
+        (1, "5.0", True, regulation_event),
+        (2, "-3.0", False, regulation_event),
     ]
 
 
@@ -574,7 +586,7 @@ async def test_closing_a_period_and_events_after_the_close(world: World) -> None
     table = await world.get("/v1/branches/nde-b1/periods/P1", secretary)
     assert table["closed"]["revision"] == 1
     assert [a["members"] for a in table["after_close"]] == [["m02"]]
-    assert {m["member_id"]: m["total"] for m in table["members"]}["m02"] == "70"
+    assert {m["member_id"]: m["total"] for m in table["members"]}["m02"] == "70.0"
     await world.post("/v1/branches/nde-b1/periods/P1/reopen", {"reason": "补录考勤"}, secretary)
     await world.post("/v1/branches/nde-b1/periods/P1/close", {}, secretary)
     closes = await world.api.context.store.read_all(types=["assessment.closed"])

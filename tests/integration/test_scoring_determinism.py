@@ -234,7 +234,7 @@ async def test_reference_scores(
     totals = {row[0]: row[3] for row in rows}
     assert totals == {"m1": "90", "m2": "0", "m3": "70"}  # m2 vetoed; m3's absence corrected
     reversals = [line for line in ledger if line[5] is not None]
-    assert [r[1:2] + r[4:] for r in reversals] == [("absent", "5", "-5")]  # "late" scores 0
+    assert [r[1:2] + r[4:] for r in reversals] == [("absent", "5.0", "-5.0")]  # "late" 0
     assert replay_equal
 
 

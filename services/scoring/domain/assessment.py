@@ -25,11 +25,10 @@ from services.scoring.domain.engine import (
     Line,
     MemberPeriod,
     all_lines,
-    local_day,
     member_period,
-    vetoes_of,
+    vetoes_for,
 )
-from services.scoring.domain.regulation import Period, RegulationDocument, RegulationHistory
+from services.scoring.domain.regulation import Governing, RegulationBook, RegulationDocument
 
 
 @dataclass(frozen=True)
@@ -93,30 +92,29 @@ def grade_table(
 
 @dataclass(frozen=True)
 class PeriodResult:
-    period: Period
-    governing: RegulationDocument
+    """Every member's result in one period. Each branch's period is governed by the regulation
+    that branch follows (`governing`, by branch id; None for results booked to no branch)."""
+
+    period_id: str
     members: dict[str, MemberPeriod]
+    governing: dict[str | None, Governing]
+
+    def governing_of(self, branch_id: str | None) -> Governing | None:
+        return self.governing.get(branch_id)
 
 
 def compute_period(
     period_id: str,
-    history: RegulationHistory,
+    book: RegulationBook,
     inputs: Sequence[Input],
     adjustments: Iterable[Adjustment],
     zone: ZoneInfo,
     participants: Iterable[Participant] = (),
     lines: Sequence[Line] | None = None,
-) -> PeriodResult | None:
+) -> PeriodResult:
     """Every member's result for a period: those with lines, adjustments or vetoes in it and
     the participants named (who start from the base)."""
-    period = history.periods().get(period_id)
-    if period is None:
-        return None
-    governing_version = history.in_force(period.ends_on)
-    if governing_version is None:
-        return None
-    governing = governing_version.document
-    lines = all_lines(inputs, history, zone) if lines is None else lines
+    lines = all_lines(inputs, book, zone) if lines is None else lines
     by_member: dict[str, list[Line]] = defaultdict(list)
     # A member's branch: the greatest branch id among what scored them (one, in practice).
     branches: dict[str, set[str]] = defaultdict(set)
@@ -126,8 +124,8 @@ def compute_period(
             branches[line.member_id].update([line.branch_id] if line.branch_id else [])
     vetoes: dict[str, list[str]] = defaultdict(list)
     for input_ in inputs:
-        if period.starts_on <= local_day(input_.occurred_at, zone) <= period.ends_on:
-            for member, veto in vetoes_of(input_, governing):
+        for member, veto, governing in vetoes_for(input_, book, zone):
+            if governing.period.id == period_id:
                 vetoes[member].append(veto.id)
                 branches[member].update([input_.branch_id] if input_.branch_id else [])
     adjusted: dict[str, list[Adjustment]] = defaultdict(list)
@@ -138,25 +136,34 @@ def compute_period(
     branch_of: dict[str, str | None] = {m: max(b) if b else None for m, b in branches.items()}
     for participant in participants:
         branch_of[participant.member_id] = participant.branch_id
+    governing_of: dict[str | None, Governing] = {}
+    for branch in sorted(set(branch_of.values()), key=lambda b: b or ""):
+        found = book.governing(branch, period_id)
+        if found is not None:
+            governing_of[branch] = found
     results = {
         member: member_period(
             member,
-            period,
-            governing,
+            governing_of[branch].period,
+            governing_of[branch].document,
             by_member.get(member, ()),
             adjusted.get(member, ()),
             vetoes.get(member, ()),
             branch,
         )
         for member, branch in branch_of.items()
+        if branch in governing_of
     }
-    return PeriodResult(period, governing, results)
+    return PeriodResult(period_id, results, governing_of)
 
 
 def branch_table(
     result: PeriodResult, branch_id: str, participants: Iterable[Participant]
 ) -> list[TableRow]:
     """The branch's ranking: its participants, and anyone with a result booked to it."""
+    governing = result.governing_of(branch_id)
+    if governing is None:
+        return []
     members = {p.member_id: p for p in participants if p.branch_id == branch_id}
     totals = {
         m: r.total
@@ -164,6 +171,6 @@ def branch_table(
         if m in members or (r.branch_id == branch_id and not members)
     }
     for member in members:
-        totals.setdefault(member, result.governing.base)
+        totals.setdefault(member, governing.document.scaled(governing.document.base))
     probationary = {m for m, p in members.items() if p.probationary}
-    return grade_table(totals, probationary, result.governing)
+    return grade_table(totals, probationary, governing.document)

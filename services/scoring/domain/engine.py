@@ -1,13 +1,20 @@
 """The arithmetic of quantified assessment (量化管理), exact and recomputable by hand.
 
-* An input counts in the period that contains the day it occurred (in the university's time
-  zone), under the latest regulation version whose `effective_from` is on or before that day.
-* Every matching rule gives a line: fixed points, or a field times a factor.
+* An input counts in the period that contains the day it occurred (its business time, in the
+  university's time zone), under the regulation its branch follows on that day
+  (RegulationBook) in that regulation's latest version whose `effective_from` is on or before
+  the day.
+* Every matching rule gives a line: fixed points, or a field times a factor (rounded half up
+  to the regulation's precision).
 * A superseded input (an attendance record that was corrected, a review that was re-reviewed)
   counts no more: its lines are reversed, the lines of what superseded it count instead.
 * A member's period total = clamp(base + Σ over rules of clamp(Σ of the rule's lines, −cap,
   +cap) + Σ manual adjustments, floor, ceiling); a veto makes it the floor. Base, floor,
-  ceiling, caps and vetoes are those of the version in force on the period's last day.
+  ceiling, caps and vetoes are those of the version governing the branch's period (in force
+  on the period's last day).
+* The ledger lists every line and every adjustment in business-time order with a running
+  total; when the ceiling, the floor or a veto decides the total, a last line says so, so the
+  ledger always ends at the total.
 
 Everything here is a function of the set of inputs: arrival order does not matter.
 """
@@ -23,10 +30,11 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from services.scoring.domain.regulation import (
+    Governing,
     Period,
     PublishedVersion,
+    RegulationBook,
     RegulationDocument,
-    RegulationHistory,
     Rule,
     Veto,
     rule_title,
@@ -68,6 +76,9 @@ class Input:
 
 @dataclass(frozen=True, slots=True)
 class Adjustment:
+    """A manual award or deduction, approved by a second committee member (four eyes); it
+    counts on its effective date (`occurred_at`), and is known from its approval."""
+
     adjustment_id: str
     member_id: str
     branch_id: str
@@ -79,6 +90,7 @@ class Adjustment:
     occurred_at: datetime
     recorded_at: datetime
     event_id: UUID
+    requested_event_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +133,16 @@ def _matches(when: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
     return True
 
 
-def rule_points(rule: Rule, data: Mapping[str, Any]) -> Decimal | None:
+def rule_points(
+    rule: Rule, data: Mapping[str, Any], document: RegulationDocument
+) -> Decimal | None:
     if rule.points is not None:
-        return rule.points
+        return document.scaled(rule.points)
     assert rule.points_per is not None
     raw = data.get(rule.points_per.field)
     if raw is None:
         return None
-    return Decimal(str(raw)) * rule.points_per.factor
+    return document.scaled(Decimal(str(raw)) * rule.points_per.factor)
 
 
 def lines_of(input_: Input, version: PublishedVersion, period: Period) -> list[Line]:
@@ -140,7 +154,7 @@ def lines_of(input_: Input, version: PublishedVersion, period: Period) -> list[L
         if not _matches(rule.when, input_.data):
             continue
         member = input_.data.get(rule.member)
-        points = rule_points(rule, input_.data)
+        points = rule_points(rule, input_.data, document)
         if not member or points is None or points == ZERO:
             continue
         lines.append(
@@ -171,19 +185,34 @@ def superseded_ids(inputs: Iterable[Input]) -> set[UUID]:
     return {i.supersedes for i in inputs if i.supersedes is not None}
 
 
-def all_lines(inputs: Sequence[Input], history: RegulationHistory, zone: ZoneInfo) -> list[Line]:
+def placed_lines(input_: Input, book: RegulationBook, zone: ZoneInfo) -> list[Line]:
+    """The lines one input gives where its branch and business day place it."""
+    placement = book.placed(input_.branch_id, local_day(input_.occurred_at, zone))
+    if placement is None:
+        return []
+    version, period = placement
+    return lines_of(input_, version, period)
+
+
+def vetoes_for(
+    input_: Input, book: RegulationBook, zone: ZoneInfo
+) -> list[tuple[str, Veto, Governing]]:
+    """The vetoes an input casts, under the version governing its branch's period."""
+    placement = book.placed(input_.branch_id, local_day(input_.occurred_at, zone))
+    if placement is None:
+        return []
+    governing = book.governing(input_.branch_id, placement[1].id)
+    if governing is None:
+        return []
+    return [(member, veto, governing) for member, veto in vetoes_of(input_, governing.document)]
+
+
+def all_lines(inputs: Sequence[Input], book: RegulationBook, zone: ZoneInfo) -> list[Line]:
     """Every ledger line the inputs give, superseded ones marked (they are reversed)."""
     replaced = superseded_ids(inputs)
     lines = []
     for input_ in inputs:
-        day = local_day(input_.occurred_at, zone)
-        version = history.in_force(day)
-        if version is None:
-            continue
-        period = version.document.period_of(day)
-        if period is None:
-            continue
-        for line in lines_of(input_, version, period):
+        for line in placed_lines(input_, book, zone):
             lines.append(line if input_.event_id not in replaced else _superseded(line))
     return lines
 
@@ -207,14 +236,23 @@ def clamp(value: Decimal, low: Decimal, high: Decimal) -> Decimal:
     return max(low, min(high, value))
 
 
+EntryKind = str  # "rule", "adjustment", "ceiling", "floor" or "veto"
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One line as the member's ledger shows it: what it was worth and what it counted."""
+    """One line as the member's ledger shows it: what it was worth, what it counted, and the
+    running total after it. A rule's line has its `line`; an adjustment its `adjustment`; the
+    last line of a total decided by the ceiling, the floor or a veto has neither."""
 
-    line: Line
+    kind: EntryKind
+    points: Decimal
     counted: Decimal  # after the rule's cap
     capped: bool
     running_total: Decimal
+    line: Line | None = None
+    adjustment: Adjustment | None = None
+    vetoed_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -231,10 +269,23 @@ class MemberPeriod:
     entries: list[LedgerEntry] = field(default_factory=list)
     adjustment_list: list[Adjustment] = field(default_factory=list)
     regulation_version: int | None = None
+    regulation_id: str | None = None
+    precision: int = 2
+
+    @property
+    def rule_lines(self) -> int:
+        """How many rule lines count (adjustments and the closing line are not rule lines)."""
+        return sum(1 for entry in self.entries if entry.kind == "rule")
+
+
+def _when(item: Line | Adjustment) -> tuple[datetime, str, str]:
+    if isinstance(item, Line):
+        return (item.cause.occurred_at, str(item.cause.event_id), item.rule_id)
+    return (item.occurred_at, str(item.event_id), "~adjustment")
 
 
 def sort_key(line: Line) -> tuple[datetime, str, str]:
-    return (line.cause.occurred_at, str(line.cause.event_id), line.rule_id)
+    return _when(line)
 
 
 def member_period(
@@ -248,33 +299,49 @@ def member_period(
 ) -> MemberPeriod:
     """The total of one member in one period, with the ledger that explains it."""
     caps = {rule.id: rule.cap for rule in governing.rules}
-    counted_lines = sorted((line for line in lines if not line.superseded), key=sort_key)
+    base = governing.scaled(governing.base)
+    counted_lines = [line for line in lines if not line.superseded]
+    adjustment_list = sorted(adjustments, key=_when)
     raw: dict[str, Decimal] = {}
     counted: dict[str, Decimal] = {}
     entries = []
-    running = governing.base
-    for line in counted_lines:
-        before = counted.get(line.rule_id, ZERO)
-        raw[line.rule_id] = raw.get(line.rule_id, ZERO) + line.points
-        cap = caps.get(line.rule_id)
-        now = raw[line.rule_id] if cap is None else clamp(raw[line.rule_id], -cap, cap)
-        counted[line.rule_id] = now
+    running = base
+    items: list[Line | Adjustment] = [*counted_lines, *adjustment_list]
+    for item in sorted(items, key=_when):
+        if isinstance(item, Adjustment):
+            running += item.points
+            entries.append(
+                LedgerEntry("adjustment", item.points, item.points, False, running, None, item)
+            )
+            continue
+        before = counted.get(item.rule_id, ZERO)
+        raw[item.rule_id] = raw.get(item.rule_id, ZERO) + item.points
+        cap = caps.get(item.rule_id)
+        now = raw[item.rule_id] if cap is None else clamp(raw[item.rule_id], -cap, cap)
+        counted[item.rule_id] = now
         worth = now - before
         running += worth
-        entries.append(LedgerEntry(line, worth, worth != line.points, running))
-    adjustment_list = sorted(adjustments, key=lambda a: (a.occurred_at, a.adjustment_id))
+        entries.append(LedgerEntry("rule", item.points, worth, worth != item.points, running, item))
     adjusted = sum((a.points for a in adjustment_list), ZERO)
     vetoed_by = sorted(set(vetoes))
-    total = clamp(
-        governing.base + sum(counted.values(), ZERO) + adjusted, governing.floor, governing.ceiling
-    )
+    total = clamp(base + sum(counted.values(), ZERO) + adjusted, governing.floor, governing.ceiling)
+    closing = None
     if vetoed_by:
         total = governing.floor
+        closing = "veto"
+    elif total != running:
+        closing = "ceiling" if running > total else "floor"
+    total = governing.scaled(total)
+    if closing is not None:
+        difference = total - running
+        entries.append(
+            LedgerEntry(closing, difference, difference, False, total, vetoed_by=tuple(vetoed_by))
+        )
     return MemberPeriod(
         member_id,
         branch_id,
         period.id,
-        governing.base,
+        base,
         counted,
         raw,
         adjusted,
@@ -283,4 +350,6 @@ def member_period(
         entries,
         adjustment_list,
         governing.version,
+        governing.id,
+        governing.precision,
     )

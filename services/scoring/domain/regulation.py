@@ -14,7 +14,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -82,6 +82,9 @@ class RegulationDocument(_Model):
     base: Points
     floor: Points
     ceiling: Points
+    #: Decimal places every point and total is kept and shown to (one: "94.0"); points computed
+    #: from a field (hours × factor) are rounded half up to it.
+    precision: int = Field(1, ge=0, le=2)
     grade_probationary: bool = False
     rules: list[Rule] = Field(min_length=1)
     vetoes: list[Veto] = Field(default_factory=list)
@@ -105,6 +108,14 @@ class RegulationDocument(_Model):
 
     def title_text(self) -> str:
         return _title(self.title)
+
+    @property
+    def quantum(self) -> Decimal:
+        return Decimal(1).scaleb(-self.precision)
+
+    def scaled(self, value: Decimal) -> Decimal:
+        """A number at the regulation's precision: one scale everywhere (94.0, not 94)."""
+        return value.quantize(self.quantum, rounding=ROUND_HALF_UP)
 
 
 def _title(title: Title | str) -> str:
@@ -206,9 +217,39 @@ def validate(document: RegulationDocument, catalogue: Catalogue = CATALOGUE) -> 
                 errors += _check_points(where, item, fields)
     errors += _check_periods(document.periods)
     errors += _check_grades(document)
+    errors += _check_precision(document)
     if not document.floor <= document.base <= document.ceiling:
         errors.append(FieldError("base", "must lie between floor and ceiling"))
     return errors
+
+
+def _finer_than(value: Decimal, precision: int) -> bool:
+    exponent = value.as_tuple().exponent
+    return (
+        isinstance(exponent, int)
+        and -exponent > precision
+        and value != value.quantize(Decimal(1).scaleb(-precision))
+    )
+
+
+def _check_precision(document: RegulationDocument) -> list[FieldError]:
+    """Every fixed number of the document is exact at its precision, so that no total needs
+    rounding: only points computed from a field are rounded."""
+    places = document.precision
+    numbers: list[tuple[str, Decimal | None]] = [
+        ("base", document.base),
+        ("floor", document.floor),
+        ("ceiling", document.ceiling),
+    ]
+    for rule in document.rules:
+        numbers += [(f"rules[{rule.id}].points", rule.points), (f"rules[{rule.id}].cap", rule.cap)]
+    for grade in document.grades:
+        numbers.append((f"grades[{grade.grade}].min", grade.min))
+    return [
+        FieldError(where, f"{value} has more decimal places than the precision ({places})")
+        for where, value in numbers
+        if value is not None and _finer_than(value, places)
+    ]
 
 
 def _check_points(where: str, rule: Rule, fields: Mapping[str, Any]) -> list[FieldError]:
@@ -333,3 +374,138 @@ class RegulationHistory:
             for period in version.document.periods:
                 found[period.id] = period
         return found
+
+
+# -- who follows which regulation -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A unit follows a regulation from a date (`regulation.adopted`)."""
+
+    unit_id: str
+    regulation_id: str
+    effective_from: date
+    recorded_at: Any = None
+    order: int = 0  # position in scoring's log: of two adoptions from one day, the later wins
+
+
+@dataclass(frozen=True)
+class Governing:
+    """The regulation version that governs a branch's period, and that period as it defines it."""
+
+    version: PublishedVersion
+    period: Period
+
+    @property
+    def document(self) -> RegulationDocument:
+        return self.version.document
+
+
+class RegulationBook:
+    """Every published regulation side by side, and which one each unit follows on each day.
+
+    A branch follows what it adopted itself; otherwise what its school adopted; otherwise the
+    university's default. An event counts under the regulation its branch follows on the day it
+    occurred, under that regulation's version in force on that day (RegulationHistory).
+    """
+
+    def __init__(
+        self,
+        histories: Mapping[str, RegulationHistory],
+        adoptions: Iterable[Adoption],
+        default_id: str,
+        parents: Mapping[str, str | None],
+    ) -> None:
+        self.histories = dict(sorted(histories.items()))
+        self.default_id = default_id
+        self.parents = dict(parents)
+        by_unit: dict[str, list[Adoption]] = {}
+        for adoption in adoptions:
+            by_unit.setdefault(adoption.unit_id, []).append(adoption)
+        self._adoptions = {
+            unit: sorted(items, key=lambda a: (a.effective_from, a.order))
+            for unit, items in by_unit.items()
+        }
+
+    @classmethod
+    def single(cls, history: RegulationHistory, regulation_id: str | None = None) -> RegulationBook:
+        """A book of one regulation that every unit follows (a what-if, a test)."""
+        latest = history.latest()
+        rid = regulation_id or (latest.document.id if latest else "none")
+        return cls({rid: history}, (), rid, {})
+
+    @property
+    def adoptions(self) -> list[Adoption]:
+        return [a for items in self._adoptions.values() for a in items]
+
+    def known_at(self, moment: Any) -> RegulationBook:
+        if moment is None:
+            return self
+        return RegulationBook(
+            {rid: h.known_at(moment) for rid, h in self.histories.items()},
+            (a for a in self.adoptions if a.recorded_at is None or a.recorded_at <= moment),
+            self.default_id,
+            self.parents,
+        )
+
+    def history(self, regulation_id: str) -> RegulationHistory:
+        return self.histories.get(regulation_id) or RegulationHistory(())
+
+    def _adopted(self, unit_id: str | None, day: date) -> str | None:
+        if unit_id is None:
+            return None
+        chosen = None
+        for adoption in self._adoptions.get(unit_id, ()):
+            if adoption.effective_from <= day:
+                chosen = adoption.regulation_id
+        return chosen
+
+    def school_of(self, branch_id: str | None) -> str | None:
+        return self.parents.get(branch_id) if branch_id is not None else None
+
+    def regulation_of(self, branch_id: str | None, day: date) -> str:
+        """The id of the regulation the branch follows on that day, and why is `source_of`."""
+        return (
+            self._adopted(branch_id, day)
+            or self._adopted(self.school_of(branch_id), day)
+            or self.default_id
+        )
+
+    def source_of(self, unit_id: str | None, day: date) -> str:
+        """Where a unit's regulation comes from: `own`, `school` or `university`."""
+        if self._adopted(unit_id, day):
+            return "own"
+        if self._adopted(self.school_of(unit_id), day):
+            return "school"
+        return "university"
+
+    def in_force(self, branch_id: str | None, day: date) -> PublishedVersion | None:
+        return self.history(self.regulation_of(branch_id, day)).in_force(day)
+
+    def placed(self, branch_id: str | None, day: date) -> tuple[PublishedVersion, Period] | None:
+        """The version an event of that branch and day counts under, and its period."""
+        version = self.in_force(branch_id, day)
+        if version is None:
+            return None
+        period = version.document.period_of(day)
+        return (version, period) if period is not None else None
+
+    def governing(self, branch_id: str | None, period_id: str) -> Governing | None:
+        """What governs the branch's period: the regulation the branch follows on the last day
+        of the period as that regulation defines it, in its version in force on that day."""
+        for regulation_id, history in self.histories.items():
+            period = history.periods().get(period_id)
+            if period is None or self.regulation_of(branch_id, period.ends_on) != regulation_id:
+                continue
+            version = history.in_force(period.ends_on)
+            if version is not None:
+                return Governing(version, period)
+        return None
+
+    def period_ids(self) -> list[str]:
+        """Every period any regulation defines, by id."""
+        return sorted({p for h in self.histories.values() for p in h.periods()})
+
+    def period_starts(self) -> list[Period]:
+        return [p for h in self.histories.values() for p in h.periods().values()]
