@@ -183,8 +183,15 @@ class ScoringService:
         day = self.calendar.past_day(decided_on, "decided_on", "an adoption")
         unit = await self.directory.unit(unit_id)
         book = await self.archive.book()
+        # The branches whose scores the adoption can change: a school's, except those that
+        # follow their own adoption on that day (and so on every later day: the school's
+        # choice never reaches them); a branch itself.
         branches = (
-            [u.unit_id for u in await self.directory.units("branch") if u.parent_id == unit_id]
+            [
+                u.unit_id
+                for u in await self.directory.units("branch")
+                if u.parent_id == unit_id and book.source_of(u.unit_id, effective_from) != "own"
+            ]
             if unit is not None and unit.kind == "school"
             else [unit_id]
         )

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from services.scoring.archive import Archive, score_key, score_row
@@ -30,8 +30,9 @@ CLOSING_TITLES = {
 
 
 def _scale(precision: int) -> Any:
+    """Half up, as RegulationDocument.scaled rounds totals (a ledger must end at its total)."""
     quantum = Decimal(1).scaleb(-precision)
-    return lambda value: Decimal(value).quantize(quantum)
+    return lambda value: Decimal(value).quantize(quantum, rounding=ROUND_HALF_UP)
 
 
 def entry_view(entry: LedgerEntry, precision: int) -> dict[str, Any]:

@@ -307,11 +307,23 @@ def member_period(
     entries = []
     running = base
     items: list[Line | Adjustment] = [*counted_lines, *adjustment_list]
+    # A running total is shown at the governing regulation's scale: a line of a finer
+    # regulation the branch followed earlier in the period (0.25 under precision 2, the period
+    # governed at precision 1) or an adjustment decided under it would otherwise leave the
+    # ledger one rounding away from the total.
     for item in sorted(items, key=_when):
         if isinstance(item, Adjustment):
             running += item.points
             entries.append(
-                LedgerEntry("adjustment", item.points, item.points, False, running, None, item)
+                LedgerEntry(
+                    "adjustment",
+                    item.points,
+                    item.points,
+                    False,
+                    governing.scaled(running),
+                    None,
+                    item,
+                )
             )
             continue
         before = counted.get(item.rule_id, ZERO)
@@ -321,7 +333,11 @@ def member_period(
         counted[item.rule_id] = now
         worth = now - before
         running += worth
-        entries.append(LedgerEntry("rule", item.points, worth, worth != item.points, running, item))
+        entries.append(
+            LedgerEntry(
+                "rule", item.points, worth, worth != item.points, governing.scaled(running), item
+            )
+        )
     adjusted = sum((a.points for a in adjustment_list), ZERO)
     vetoed_by = sorted(set(vetoes))
     total = clamp(base + sum(counted.values(), ZERO) + adjusted, governing.floor, governing.ceiling)
@@ -333,7 +349,7 @@ def member_period(
         closing = "ceiling" if running > total else "floor"
     total = governing.scaled(total)
     if closing is not None:
-        difference = total - running
+        difference = total - governing.scaled(running)
         entries.append(
             LedgerEntry(closing, difference, difference, False, total, vetoed_by=tuple(vetoed_by))
         )
