@@ -1,15 +1,27 @@
-"""`partyctl`: the auditor's command line, over the services' HTTP APIs.
+"""`partyctl`: the auditor's and the admins' command line, over the services' HTTP APIs.
 
     partyctl verify                                  # every service's hash chain
     partyctl ledger m20081004 [--period 2010] [--as-of 2010-12-01] [--known-at …]
                                                      [--csv | --xlsx FILE]
+    partyctl table nde-b1 --period 2010 [--as-of …] [--known-at …] [--csv]
     partyctl replay scoring --compare                # rebuild from the archive, compare with live
-    partyctl whatif --period 2010 --regulation revised.yaml [--branch nde-b1]
+    partyctl whatif --period 2010 --regulation revised.yaml [--branch nde-b1 | --school nde]
+    partyctl whatif --period 2010 --regulation-id nde-2010 --version 2 [--branch | --school]
+    partyctl regulations [--known-at …]              # every regulation and version
+    partyctl regulation publish hist-2012.yaml [--published-on 2012-08-25]
+    partyctl regulation adopt hist hist-2012 --from 2012-09-01 [--decided-on …] [--reason …]
+    partyctl regulation of hist-b1 [--as-of 2012-10-01] [--known-at …]
+    partyctl elections nde-b1                        # each round: tally, elected, tied, empty
+    partyctl guides nde-b1 [--as-of 2010-10-01]      # the branch's guides (党员引路人)
     partyctl export archives [--unit nde] [--as-of 2010-12-31] --out archives.xlsx
 
-The token comes from `--token`, `--token-file` or `PARTY_TOKEN` (an auditor's, or a university
-admin's). Service addresses default to one machine: `PARTY_ROSTER_URL` … `PARTY_NOTIFY_URL`
-override them.
+The token comes from `--token`, `--token-file` or `PARTY_TOKEN` (an auditor's or a university
+admin's; publishing and adopting a regulation take a university or a school admin's). Service
+addresses default to one machine: `PARTY_ROSTER_URL` … `PARTY_NOTIFY_URL` override them. Times
+are shown in the university's time zone, Asia/Shanghai unless `PARTY_TIMEZONE` says otherwise.
+
+Exit codes: 0 all is well, 1 a check failed (a broken chain, a replay that differs, a ledger that
+does not add up), 2 with a sentence when it cannot do the job.
 """
 
 from __future__ import annotations
@@ -18,17 +30,33 @@ import argparse
 import csv
 import os
 import sys
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from runtime.settings import DEFAULT_PORTS
 from services.scoring.regulation_file import RegulationFileError, load_regulation
 
 SERVICES = ("roster", "activities", "scoring", "notify")
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+GRADES_ZH = {"excellent": "优秀", "qualified": "合格", "basic": "基本合格", "unqualified": "不合格"}
+SOURCES = {
+    "own": "its own adoption",
+    "school": "its school's adoption",
+    "university": "the university's default",
+}
+
+#: Where everything but errors goes; tests may replace it.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
@@ -40,20 +68,41 @@ def service_url(name: str) -> str:
     return os.environ.get(f"PARTY_{name.upper()}_URL", f"http://127.0.0.1:{DEFAULT_PORTS[name]}")
 
 
+def university_zone() -> ZoneInfo:
+    name = os.environ.get("PARTY_TIMEZONE") or DEFAULT_TIMEZONE
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Failure(
+            f"PARTY_TIMEZONE={name!r} is not a time zone (such as Asia/Shanghai)"
+        ) from None
+
+
 class Api:
-    def __init__(self, token: str, timeout: float = 120.0) -> None:
-        self._client = httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"})
+    def __init__(
+        self, token: str, timeout: float = 120.0, client: httpx.Client | None = None
+    ) -> None:
+        self._owned = client is None
+        self._client = client or httpx.Client(timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {token}"}
+
+    def close(self) -> None:
+        if self._owned:
+            self._client.close()
 
     def call(self, service: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         url = service_url(service) + path
+        headers = {**self._headers, **kwargs.pop("headers", {})}
         try:
-            response = self._client.request(method, url, **kwargs)
+            response = self._client.request(method, url, headers=headers, **kwargs)
         except httpx.ConnectError:
             raise Failure(
                 f"{service} is not answering at {service_url(service)}: is the stack up? (make up)"
             ) from None
         except httpx.TimeoutException:
             raise Failure(f"{service} did not answer in time ({url})") from None
+        except (httpx.TransportError, httpx.InvalidURL) as error:
+            raise Failure(f"cannot reach {service} at {service_url(service)}: {error}") from None
         if response.status_code == 401:
             raise Failure(f"{service} refused the token: {_detail(response)}")
         if response.status_code == 403:
@@ -64,15 +113,50 @@ class Api:
             raise Failure(f"{service} answered {response.status_code}: {_detail(response)}")
         return response
 
+    def json(self, service: str, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.call(service, method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError:
+            raise Failure(
+                f"{service} answered {method} {path} with something that is not JSON "
+                f"(is {service_url(service)} really the {service} service?)"
+            ) from None
+
 
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
         return response.text[:200]
+    if not isinstance(body, dict):
+        return response.text[:200]
     errors = body.get("errors") or []
-    extra = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
-    return " — ".join(p for p in (body.get("detail") or body.get("title"), extra) if p)
+    extra = "; ".join(f"{e.get('field')}: {e.get('reason')}" for e in errors)
+    rule = f"refused by the rule {body['rule']}" if body.get("rule") else ""
+    return " — ".join(p for p in (body.get("detail") or body.get("title"), rule, extra) if p)
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None and v != ""}
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _cell(value: Any) -> str:
+    """A value as a table cell: data is shown as it is, never read as rich markup."""
+    return escape(_text(value))
+
+
+def _print_table(table: Table, rows: Iterable[Iterable[Any]]) -> None:
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    console.print(table)
+
+
+# -- verify -------------------------------------------------------------------------------------
 
 
 def verify(api: Api, _: argparse.Namespace) -> int:
@@ -81,123 +165,447 @@ def verify(api: Api, _: argparse.Namespace) -> int:
         table.add_column(column)
     broken = 0
     for service in SERVICES:
-        report = api.call(service, "GET", "/v1/audit/verify").json()
+        report = api.json(service, "GET", "/v1/audit/verify")
         if report["intact"]:
             result = "[green]intact[/green]"
         else:
             broken += 1
             result = (
                 f"[red]broken at position {report['first_broken_position']}[/red]: "
-                f"{report['reason']}"
+                f"{escape(_text(report['reason']))}"
             )
         table.add_row(service, str(report["events_checked"]), str(report["head_position"]), result)
     console.print(table)
     return 1 if broken else 0
 
 
+# -- ledger -------------------------------------------------------------------------------------
+
 LEDGER_COLUMNS = (
     "period",
+    "kind",
     "occurred",
+    "recorded",
     "cause",
     "actor",
     "rule",
-    "version",
+    "regulation",
     "points",
     "counted",
     "capped",
     "running total",
 )
+#: The columns holding an instant, and those holding points (numbers in a workbook).
+TIME_COLUMNS = ("occurred", "recorded")
+POINT_COLUMNS = ("points", "counted", "running total")
 
 
-def ledger_rows(periods: list[dict[str, Any]]) -> list[list[str]]:
-    rows = []
+@dataclass(frozen=True)
+class LedgerLine:
+    """One line of a member's ledger as partyctl shows it: points exactly as scoring sent them
+    (strings at the regulation's precision), instants as instants."""
+
+    period: str
+    kind: str
+    occurred: datetime | None
+    recorded: datetime | None
+    cause: str
+    actor: str
+    rule: str
+    regulation: str
+    points: str
+    counted: str
+    capped: bool
+    running_total: str
+
+
+def _instant(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        raise Failure(f"scoring sent {value!r} where an instant belongs") from None
+
+
+def _regulation(regulation_id: Any, version: Any) -> str:
+    if not regulation_id:
+        return ""
+    return f"{regulation_id} v{version}" if version is not None else str(regulation_id)
+
+
+def ledger_lines(periods: list[dict[str, Any]]) -> list[LedgerLine]:
+    """Every ledger line of every period, then the period's TOTAL line. Adjustments are ledger
+    lines of their own (kind "adjustment"), and a total set by the ceiling, the floor or a veto
+    ends with a closing line (no cause), so the last running total is the period's total."""
+    lines = []
     for period in periods:
-        for line in period["ledger"]:
-            rows.append(
-                [
-                    period["period_id"],
-                    line["cause_occurred_at"][:16],
-                    line["cause_type"],
-                    line["actor_id"],
-                    line["rule_id"],
-                    str(line["regulation_version"]),
-                    line["points"],
-                    line["counted"],
-                    "yes" if line["capped"] else "",
-                    line["running_total"],
-                ]
+        period_id = _text(period.get("period_id"))
+        governing = _regulation(period.get("regulation_id"), period.get("regulation_version"))
+        for entry in period.get("ledger") or []:
+            kind = entry.get("kind") or ("rule" if entry.get("cause_type") else "")
+            if kind == "adjustment":
+                reason = _text(entry.get("reason"))
+                asked = entry.get("requested_by")
+                rule = f"adjustment {_text(entry.get('adjustment_id'))}".strip()
+                if reason or asked:
+                    rule += (
+                        " ("
+                        + "; ".join(p for p in (reason, f"asked by {asked}" if asked else "") if p)
+                        + ")"
+                    )
+                actor = _text(entry.get("approved_by") or entry.get("actor_id"))
+                regulation = ""
+            elif kind == "rule":
+                rule = _text(entry.get("rule_id"))
+                actor = _text(entry.get("actor_id"))
+                regulation = (
+                    _regulation(entry.get("regulation_id"), entry.get("regulation_version"))
+                    or governing
+                )
+            else:  # the closing line of a clamped or vetoed total
+                rule = _text(entry.get("rule_id") or kind)
+                if entry.get("vetoed_by"):
+                    rule += ": vetoed by " + ", ".join(entry["vetoed_by"])
+                actor = ""
+                regulation = governing
+            lines.append(
+                LedgerLine(
+                    period=period_id,
+                    kind=kind,
+                    occurred=_instant(entry.get("cause_occurred_at")),
+                    recorded=_instant(entry.get("cause_recorded_at")),
+                    cause=_text(entry.get("cause_type")),
+                    actor=actor,
+                    rule=rule,
+                    regulation=regulation,
+                    points=_text(entry.get("points")),
+                    counted=_text(entry.get("counted")),
+                    capped=bool(entry.get("capped")),
+                    running_total=_text(entry.get("running_total")),
+                )
             )
-        for adjustment in period["adjustments"]:
-            rows.append(
-                [
-                    period["period_id"],
-                    "",
-                    "score.adjusted",
-                    adjustment["approved_by"],
-                    f"manual: {adjustment['reason']}",
-                    "",
-                    adjustment["points"],
-                    adjustment["points"],
-                    "",
-                    "",
-                ]
+        summary = f"base {period['base']}" if period.get("base") is not None else ""
+        if period.get("vetoed_by"):
+            summary = "; ".join(
+                p for p in (summary, "vetoed: " + ", ".join(period["vetoed_by"])) if p
             )
-        rows.append(
-            [
-                period["period_id"],
-                "",
-                "TOTAL",
-                "",
-                "vetoed: " + ", ".join(period["vetoed_by"]) if period["vetoed_by"] else "",
-                "",
-                "",
-                "",
-                "",
-                period["total"],
-            ]
+        lines.append(
+            LedgerLine(
+                period=period_id,
+                kind="total",
+                occurred=None,
+                recorded=None,
+                cause="TOTAL",
+                actor="",
+                rule=summary,
+                regulation=governing,
+                points="",
+                counted="",
+                capped=False,
+                running_total=_text(period.get("total")),
+            )
         )
-    return rows
+    return lines
+
+
+def _shown_time(moment: datetime | None, zone: ZoneInfo, compact: bool) -> str:
+    if moment is None:
+        return ""
+    local = moment.astimezone(zone) if moment.tzinfo is not None else moment
+    return local.strftime("%Y-%m-%d %H:%M") if compact else local.isoformat()
+
+
+def ledger_rows(
+    periods: list[dict[str, Any]], zone: ZoneInfo | None = None, *, compact: bool = False
+) -> list[list[str]]:
+    """The ledger as text rows under LEDGER_COLUMNS (a table or CSV): points as scoring sent
+    them, instants in the university's time zone (ISO 8601 with the offset, or `compact`ly
+    to the minute)."""
+    zone = zone or university_zone()
+    return [
+        [
+            line.period,
+            line.kind,
+            _shown_time(line.occurred, zone, compact),
+            _shown_time(line.recorded, zone, compact),
+            line.cause,
+            line.actor,
+            line.rule,
+            line.regulation,
+            line.points,
+            line.counted,
+            "yes" if line.capped else "",
+            line.running_total,
+        ]
+        for line in ledger_lines(periods)
+    ]
+
+
+def ledger_discrepancies(periods: list[dict[str, Any]]) -> list[str]:
+    """Periods whose last running total is not their total (scoring promises it is)."""
+    wrong = []
+    for period in periods:
+        entries = period.get("ledger") or []
+        expected = entries[-1].get("running_total") if entries else period.get("base")
+        if expected is None or period.get("total") is None:
+            continue
+        try:
+            differs = Decimal(str(expected)) != Decimal(str(period["total"]))
+        except InvalidOperation:
+            differs = True
+        if differs:
+            where = "the last running total" if entries else "the base (no ledger lines)"
+            wrong.append(
+                f"period {period.get('period_id')}: {where} is {expected}, "
+                f"the total {period['total']}"
+            )
+    return wrong
+
+
+def _scale(text: str) -> int:
+    exponent = Decimal(text).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def number_format(text: str) -> str:
+    """Excel's number format for points kept at the scale of `text` ("94.0" → "0.0")."""
+    scale = _scale(text)
+    return "0." + "0" * scale if scale else "0"
+
+
+def _write_ledger_xlsx(path: str, member: str, lines: list[LedgerLine], zone: ZoneInfo) -> None:
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.title = f"ledger {member}"[:31]
+    header = [f"{c} ({zone.key})" if c in TIME_COLUMNS else c for c in LEDGER_COLUMNS]
+    sheet.append(header)
+    for cell in sheet[1]:
+        cell.font = Font(bold=True)
+    for line in lines:
+        values: dict[str, Any] = {
+            "period": line.period,
+            "kind": line.kind,
+            "occurred": line.occurred,
+            "recorded": line.recorded,
+            "cause": line.cause,
+            "actor": line.actor,
+            "rule": line.rule,
+            "regulation": line.regulation,
+            "points": line.points,
+            "counted": line.counted,
+            "capped": "yes" if line.capped else "",
+            "running total": line.running_total,
+        }
+        row = sheet.max_row + 1
+        for number, name in enumerate(LEDGER_COLUMNS, start=1):
+            value = values[name]
+            cell = sheet.cell(row=row, column=number)
+            if name in TIME_COLUMNS:
+                if value is not None:
+                    # Excel has no time zones: the wall-clock time in the university's zone.
+                    local = value.astimezone(zone) if value.tzinfo is not None else value
+                    cell.value = local.replace(tzinfo=None)
+                    cell.number_format = "yyyy-mm-dd hh:mm:ss"
+            elif name in POINT_COLUMNS:
+                if value != "":
+                    try:
+                        cell.value = float(Decimal(value))
+                    except InvalidOperation:
+                        raise Failure(f"scoring sent {value!r} where points belong") from None
+                    cell.number_format = number_format(value)
+            else:
+                cell.value = value
+    for letter, width in zip(
+        "ABCDEFGHIJKL", (12, 11, 20, 20, 24, 14, 30, 16, 9, 9, 7, 13), strict=True
+    ):
+        sheet.column_dimensions[letter].width = width
+    sheet.freeze_panes = "A2"
+    book.save(path)
 
 
 def ledger(api: Api, args: argparse.Namespace) -> int:
-    params = {
-        k: v
-        for k, v in (("period_id", args.period), ("as_of", args.as_of), ("known_at", args.known_at))
-        if v
-    }
-    periods = api.call("scoring", "GET", f"/v1/members/{args.member}/score", params=params).json()
-    rows = ledger_rows(periods)
+    zone = university_zone()
+    params = _params(period_id=args.period, as_of=args.as_of, known_at=args.known_at)
+    periods = api.json("scoring", "GET", f"/v1/members/{args.member}/score", params=params)
+    if args.period and not periods:
+        raise Failure(f"member {args.member} has no score in period {args.period}")
+    wrong = ledger_discrepancies(periods)
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(LEDGER_COLUMNS)
+        writer.writerows(ledger_rows(periods, zone))
+    elif args.xlsx:
+        lines = ledger_lines(periods)
+        try:
+            _write_ledger_xlsx(args.xlsx, args.member, lines, zone)
+        except OSError as error:
+            raise Failure(f"cannot write {args.xlsx}: {error}") from None
+        console.print(
+            f"ledger of {escape(args.member)} written to {escape(args.xlsx)} "
+            f"({len(lines)} rows, times in {zone.key})"
+        )
+    else:
+        rows = ledger_rows(periods, zone, compact=True)
+        shown_periods = sorted({row[0] for row in rows})
+        one_period = len(shown_periods) == 1
+        title = f"Ledger of {args.member}" + "".join(
+            f", {label} {value}"
+            for label, value in (
+                ("period", shown_periods[0] if one_period else None),
+                ("as of", args.as_of),
+                ("known at", args.known_at),
+            )
+            if value
+        )
+        table = Table(title=escape(title), caption=f"times in {zone.key}")
+        columns = LEDGER_COLUMNS[1:] if one_period else LEDGER_COLUMNS
+        for column in columns:
+            table.add_column(
+                column,
+                justify="right" if column in POINT_COLUMNS else "left",
+                no_wrap=column not in ("rule", "actor"),
+                overflow="fold",
+            )
+        _print_table(table, (row[1:] if one_period else row for row in rows))
+    for sentence in wrong:
+        _error(f"the ledger does not add up: {sentence}")
+    return 1 if wrong else 0
+
+
+# -- a branch's table ---------------------------------------------------------------------------
+
+
+def _member_names(api: Api, branch: str) -> dict[str, str]:
+    names: dict[str, str] = {}
+    after: str | None = None
+    while True:
+        page = api.json(
+            "roster",
+            "GET",
+            f"/v1/branches/{branch}/members",
+            params=_params(after=after, limit=500),
+        )
+        for member in page:
+            names[member["member_id"]] = member.get("name") or ""
+        if len(page) < 500:
+            return names
+        after = page[-1]["member_id"]
+
+
+def _grade_shown(row: dict[str, Any]) -> str:
+    grade = row.get("grade")
+    if grade:
+        return f"{GRADES_ZH[grade]} {grade}" if grade in GRADES_ZH else str(grade)
+    return "预备党员 (probationary, not graded)" if row.get("probationary") else "not graded"
+
+
+TABLE_COLUMNS = (
+    "rank",
+    "member",
+    "name",
+    "total",
+    "grade",
+    "classification",
+    "probationary",
+    "regulation",
+)
+
+
+def table(api: Api, args: argparse.Namespace) -> int:
+    params = _params(as_of=args.as_of, known_at=args.known_at)
+    data = api.json(
+        "scoring", "GET", f"/v1/branches/{args.branch}/periods/{args.period}", params=params
+    )
+    names = _member_names(api, args.branch)
+    regulation = _regulation(data.get("regulation_id"), data.get("regulation_version"))
+    rows = [
+        [
+            _text(row.get("rank")),
+            row["member_id"],
+            names.get(row["member_id"], ""),
+            _text(row.get("total")),
+            row.get("grade") or "",
+            _text(row.get("classification")),
+            "yes" if row.get("probationary") else "",
+            regulation,
+        ]
+        for row in data["members"]
+    ]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(TABLE_COLUMNS)
         writer.writerows(rows)
         return 0
-    if args.xlsx:
-        from openpyxl import Workbook
-
-        book = Workbook()
-        sheet = book.active
-        assert sheet is not None
-        sheet.title = f"ledger {args.member}"[:31]
-        sheet.append(list(LEDGER_COLUMNS))
-        for row in rows:
-            sheet.append(row)
-        book.save(args.xlsx)
-        console.print(f"ledger of {args.member} written to {args.xlsx} ({len(rows)} rows)")
-        return 0
-    table = Table(title=f"Ledger of {args.member}")
-    for column in LEDGER_COLUMNS:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    unit = api.json("roster", "GET", f"/v1/units/{args.branch}")
+    closed = data.get("closed")
+    source = data.get("regulation_source")
+    title = (
+        f"{unit.get('name') or args.branch} ({args.branch}): ranking {args.period} "
+        f"({data.get('starts_on')} – {data.get('ends_on')}), regulation {regulation} "
+        f"《{data.get('regulation_title') or ''}》"
+        + (f" ({SOURCES.get(source, source)})" if source else "")
+        + f", as of {args.as_of or 'today'}"
+        + (f", known at {args.known_at}" if args.known_at else "")
+        + (
+            f", closed {_text(closed.get('closed_at'))[:10]} (revision {closed.get('revision')})"
+            if closed
+            else ", open"
+        )
+    )
+    console.print(escape(title), soft_wrap=True)
+    shown = Table()
+    for column, justify in (
+        ("rank", "right"),
+        ("member", "left"),
+        ("name", "left"),
+        ("total", "right"),
+        ("grade", "left"),
+        ("classification", "left"),
+    ):
+        shown.add_column(column, justify=justify)  # type: ignore[arg-type]
+    _print_table(
+        shown,
+        (
+            [
+                _text(row.get("rank")),
+                row["member_id"],
+                names.get(row["member_id"], ""),
+                _text(row.get("total")),
+                _grade_shown(row),
+                _text(row.get("classification")),
+            ]
+            for row in data["members"]
+        ),
+    )
+    tally = Counter(
+        row.get("grade") or ("probationary" if row.get("probationary") else "ungraded")
+        for row in data["members"]
+    )
+    console.print("  " + ", ".join(f"{grade}: {n}" for grade, n in sorted(tally.items())))
+    after = data.get("after_close") or []
+    if after:
+        console.print(
+            f"  {len(after)} event(s) recorded after the close: "
+            + escape(", ".join(f"{e['type']} ({', '.join(e['members'])})" for e in after[:10]))
+            + (" …" if len(after) > 10 else "")
+        )
     return 0
+
+
+# -- replay and what-if -------------------------------------------------------------------------
 
 
 def replay(api: Api, args: argparse.Namespace) -> int:
     if args.service != "scoring":
         raise Failure("only scoring has projections to replay from an archive")
-    report = api.call("scoring", "POST", "/v1/replay").json()
+    report = api.json("scoring", "POST", "/v1/replay")
     console.print(f"replayed {report['inputs']:,} inputs into {report['rows']:,} member-periods")
     if args.compare:
         console.print(f"live checksum   {report['live_checksum']}")
@@ -205,22 +613,62 @@ def replay(api: Api, args: argparse.Namespace) -> int:
     if report["equal"]:
         console.print("[green]replay equals live[/green]")
         return 0
-    console.print(f"[red]replay differs from live[/red]: {report['first_difference']}")
+    console.print(
+        f"[red]replay differs from live[/red]: {escape(_text(report['first_difference']))}"
+    )
     return 1
 
 
+def _check_whatif(args: argparse.Namespace) -> None:
+    published = args.regulation_id is not None or args.version is not None
+    if args.regulation and published:
+        raise Failure(
+            "give either --regulation FILE (a draft) or --regulation-id ID --version N "
+            "(a published version), not both"
+        )
+    if not args.regulation and not published:
+        raise Failure(
+            "name the regulation to compare with: --regulation FILE (a draft) or "
+            "--regulation-id ID --version N (a published version)"
+        )
+    if args.regulation_id is not None and args.version is None:
+        raise Failure(f"--regulation-id {args.regulation_id} needs --version N: which version?")
+    if args.branch and args.school:
+        raise Failure(
+            "give --branch or --school, not both (neither: every branch of the university)"
+        )
+
+
 def whatif(api: Api, args: argparse.Namespace) -> int:
-    try:
-        draft = load_regulation(Path(args.regulation).read_text(encoding="utf-8"))
-    except (OSError, RegulationFileError) as error:
-        raise Failure(f"cannot read {args.regulation}: {error}") from None
-    body: dict[str, Any] = {"period_id": args.period, "draft": _jsonable(draft)}
+    body: dict[str, Any] = {"period_id": args.period}
+    if args.regulation:
+        try:
+            draft = load_regulation(Path(args.regulation).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, RegulationFileError) as error:
+            raise Failure(f"cannot read {args.regulation}: {error}") from None
+        body["draft"] = _jsonable(draft)
+    else:
+        body["regulation_version"] = args.version
+        if args.regulation_id:
+            body["regulation_id"] = args.regulation_id
     if args.branch:
         body["branch_id"] = args.branch
-    diff = api.call("scoring", "POST", "/v1/what-if", json=body).json()
+    if args.school:
+        body["school_id"] = args.school
+    diff = api.json("scoring", "POST", "/v1/what-if", json=body)
+    scope = (
+        f"branch {args.branch}"
+        if args.branch
+        else f"school {args.school}"
+        if args.school
+        else "the university"
+    )
+    alternative = diff["alternative"]
     table = Table(
-        title=f"What if period {args.period} were scored under "
-        f"{diff['alternative']['id']} v{diff['alternative']['version']}"
+        title=escape(
+            f"What if period {args.period} of {scope} were scored under "
+            f"{alternative['id']} v{alternative['version']}"
+        )
     )
     for column in (
         "member",
@@ -235,36 +683,293 @@ def whatif(api: Api, args: argparse.Namespace) -> int:
         "rules that differ",
     ):
         table.add_column(column)
-    for m in diff["members"]:
-        rules = ", ".join(f"{r} {v['old']}→{v['new']}" for r, v in m["rules"].items())
-        table.add_row(
-            m["member_id"],
-            m["branch_id"],
-            str(m["old_total"]),
-            str(m["new_total"]),
-            str(m["delta"]),
-            str(m["old_rank"]),
-            str(m["new_rank"]),
-            str(m["old_grade"]),
-            str(m["new_grade"]),
-            rules,
+    _print_table(
+        table,
+        (
+            [
+                m["member_id"],
+                m["branch_id"],
+                m["old_total"],
+                m["new_total"],
+                m["delta"],
+                m["old_rank"],
+                m["new_rank"],
+                m["old_grade"],
+                m["new_grade"],
+                ", ".join(f"{r} {v['old']}→{v['new']}" for r, v in m["rules"].items()),
+            ]
+            for m in diff["members"]
+        ),
+    )
+    live = diff.get("live_regulations") or {}
+    if live:
+        console.print(
+            "live: "
+            + escape(
+                ", ".join(
+                    f"{branch} under {_regulation(v.get('id'), v.get('version'))}"
+                    for branch, v in sorted(live.items())
+                )
+            ),
+            soft_wrap=True,
         )
-    console.print(table)
     console.print(f"{diff['grades_changed']} member(s) would change grade")
     return 0
+
+
+# -- regulations --------------------------------------------------------------------------------
+
+
+def regulations(api: Api, args: argparse.Namespace) -> int:
+    versions = api.json(
+        "scoring",
+        "GET",
+        "/v1/regulations",
+        params=_params(known_at=args.known_at, regulation_id=args.id),
+    )
+    if not versions:
+        console.print(f"no regulation {args.id} is published" if args.id else "none published")
+        return 0
+    table = Table(title="Regulations" + (f" known at {args.known_at}" if args.known_at else ""))
+    for column in (
+        "id",
+        "version",
+        "title",
+        "effective from",
+        "periods",
+        "precision",
+        "owner",
+        "default",
+        "recorded",
+    ):
+        table.add_column(column)
+    zone = university_zone()
+    _print_table(
+        table,
+        (
+            [
+                v["id"],
+                v["version"],
+                v.get("title"),
+                v.get("effective_from"),
+                ", ".join(p["id"] for p in v.get("periods") or []),
+                v.get("precision"),
+                v.get("owner_unit_id") or "university",
+                "yes" if v.get("default") else "",
+                _shown_time(_instant(v.get("recorded_at")), zone, compact=True),
+            ]
+            for v in sorted(versions, key=lambda v: (v["id"], v["version"]))
+        ),
+    )
+    return 0
+
+
+def regulation_publish(api: Api, args: argparse.Namespace) -> int:
+    try:
+        raw = Path(args.file).read_bytes()
+        document = load_regulation(raw.decode("utf-8"))
+    except OSError as error:
+        raise Failure(f"cannot read {args.file}: {error}") from None
+    except UnicodeDecodeError:
+        raise Failure(f"{args.file} is not UTF-8 text") from None
+    except RegulationFileError as error:
+        raise Failure(f"{args.file} is not a regulation: {error}") from None
+    result = api.json(
+        "scoring",
+        "POST",
+        "/v1/regulations",
+        content=raw,
+        headers={"Content-Type": "application/yaml"},
+        params=_params(published_on=args.published_on),
+    )
+    what = f"{document.get('id')} v{document.get('version')}"
+    title = document.get("title")
+    if isinstance(title, dict):
+        title = " / ".join(str(t) for t in (title.get("zh"), title.get("en")) if t)
+    when = args.published_on or "today"
+    if result.get("replayed"):
+        console.print(f"{escape(what)} was already published with this request: nothing changed")
+    else:
+        console.print(
+            f"published {escape(what)} ({escape(_text(title))}) on {when}, "
+            f"effective from {document.get('effective_from')}"
+        )
+    return 0
+
+
+def regulation_adopt(api: Api, args: argparse.Namespace) -> int:
+    body = _params(
+        regulation_id=args.regulation_id,
+        effective_from=args.effective_from,
+        decided_on=args.decided_on,
+        reason=args.reason,
+    )
+    api.json("scoring", "POST", f"/v1/units/{args.unit}/regulation", json=body)
+    console.print(
+        escape(
+            f"{args.unit} follows {args.regulation_id} from {args.effective_from}"
+            + (f" (decided on {args.decided_on})" if args.decided_on else "")
+        )
+    )
+    return 0
+
+
+def regulation_of(api: Api, args: argparse.Namespace) -> int:
+    data = api.json(
+        "scoring",
+        "GET",
+        f"/v1/units/{args.unit}/regulation",
+        params=_params(as_of=args.as_of, known_at=args.known_at),
+    )
+    day = _text(data.get("as_of"))[:10]
+    source = _text(data.get("source"))
+    adoptions = data.get("adoptions") or []
+    if source == "own":
+        candidates = [a for a in adoptions if a["unit_id"] == args.unit]
+    elif source == "school":
+        candidates = [a for a in adoptions if a["unit_id"] != args.unit]
+    else:
+        candidates = []
+    in_effect = [a for a in candidates if _text(a.get("from")) <= day]
+    why = SOURCES.get(source, source)
+    if in_effect:
+        chosen = max(in_effect, key=lambda a: _text(a.get("from")))
+        why += f": {chosen['unit_id']} adopted {chosen['regulation_id']} from {chosen['from']}"
+    version = data.get("regulation_version")
+    shown = (
+        _regulation(data["regulation_id"], version)
+        if version is not None
+        else f"{data['regulation_id']} (no version in force that day)"
+    )
+    console.print(
+        escape(f"{args.unit} follows {shown} on {day}; source: {source} ({why})"), soft_wrap=True
+    )
+    if adoptions:
+        table = Table(title="Adoptions")
+        for column in ("unit", "regulation", "from"):
+            table.add_column(column)
+        _print_table(table, ([a["unit_id"], a["regulation_id"], a["from"]] for a in adoptions))
+    return 0
+
+
+# -- roster: elections and guides ---------------------------------------------------------------
+
+
+def elections(api: Api, args: argparse.Namespace) -> int:
+    held = api.json("roster", "GET", f"/v1/branches/{args.branch}/elections")
+    if not held:
+        console.print(f"no election of branch {escape(args.branch)} is recorded")
+        return 0
+    table = Table(title=escape(f"Elections of {args.branch}"))
+    for column in (
+        "election",
+        "held on",
+        "round",
+        "seats",
+        "entitled / present",
+        "ballots",
+        "tally",
+        "elected",
+        "tied",
+        "empty seats",
+        "committee",
+    ):
+        table.add_column(column)
+    rows = []
+    for e in held:
+        present = f"{e.get('entitled')} / {e.get('present_entitled')}"
+        if e.get("present_not_entitled"):
+            present += f" (+{len(e['present_not_entitled'])} without a vote)"
+        tally = sorted((e.get("tally") or {}).items(), key=lambda item: (-item[1], item[0]))
+        tied = ", ".join(e.get("tied") or [])
+        if tied and e.get("seats_for_next_round"):
+            tied += f" (for {e['seats_for_next_round']} seat(s): a further round)"
+        committee = e.get("committee")
+        rows.append(
+            [
+                e["election_id"],
+                e.get("held_on"),
+                f"{e.get('round')}" + (f" (of {e['round_of']})" if e.get("round_of") else ""),
+                e.get("seats"),
+                present,
+                e.get("ballots_cast"),
+                ", ".join(f"{c} {n}" for c, n in tally),
+                ", ".join(e.get("elected") or []),
+                tied,
+                e.get("empty_seats"),
+                f"secretary {committee.get('secretary_id')}: "
+                f"{', '.join(committee.get('member_ids') or [])} "
+                f"({committee.get('term_starts_on')} – {committee.get('term_ends_on')})"
+                if committee
+                else "",
+            ]
+        )
+    _print_table(table, rows)
+    return 0
+
+
+def guides(api: Api, args: argparse.Namespace) -> int:
+    appointments = api.json(
+        "roster", "GET", f"/v1/branches/{args.branch}/guides", params=_params(as_of=args.as_of)
+    )
+    if not appointments:
+        console.print(
+            f"branch {escape(args.branch)} has no guide"
+            + (f" in force on {args.as_of}" if args.as_of else "")
+        )
+        return 0
+    table = Table(
+        title=escape(
+            f"Guides (党员引路人) of {args.branch}" + (f" on {args.as_of}" if args.as_of else "")
+        )
+    )
+    for column in (
+        "guide",
+        "name",
+        "kind",
+        "organisation",
+        "appointment",
+        "guides",
+        "term",
+        "ended",
+    ):
+        table.add_column(column)
+    _print_table(
+        table,
+        (
+            [
+                a["guide_id"],
+                a.get("name"),
+                a.get("kind"),
+                a.get("organisation"),
+                a.get("appointment_id"),
+                f"group {a['group_id']}"
+                if a.get("group_id")
+                else ", ".join(a.get("member_ids") or []),
+                f"{a.get('term_starts_on')} – {a.get('term_ends_on')}",
+                f"{a['ended_on']}: {a.get('end_reason') or ''}".rstrip(": ")
+                if a.get("ended_on")
+                else "",
+            ]
+            for a in appointments
+        ),
+    )
+    return 0
+
+
+# -- export -------------------------------------------------------------------------------------
 
 
 def export(api: Api, args: argparse.Namespace) -> int:
     if args.what != "archives":
         raise Failure("partyctl export knows: archives")
-    params = {
-        "format": "xlsx",
-        **({"unit_id": args.unit} if args.unit else {}),
-        **({"as_of": args.as_of} if args.as_of else {}),
-    }
+    params = {"format": "xlsx", **_params(unit_id=args.unit, as_of=args.as_of)}
     response = api.call("roster", "GET", "/v1/archives", params=params)
-    Path(args.out).write_bytes(response.content)
-    console.print(f"classified archives written to {args.out}")
+    try:
+        Path(args.out).write_bytes(response.content)
+    except OSError as error:
+        raise Failure(f"cannot write {args.out}: {error}") from None
+    console.print(f"classified archives written to {escape(args.out)}")
     return 0
 
 
@@ -282,7 +987,10 @@ def _token(args: argparse.Namespace) -> str:
     if args.token:
         return str(args.token)
     if args.token_file:
-        return Path(args.token_file).read_text().strip()
+        try:
+            return Path(args.token_file).read_text().strip()
+        except OSError as error:
+            raise Failure(f"cannot read the token file {args.token_file}: {error}") from None
     if os.environ.get("PARTY_TOKEN"):
         return os.environ["PARTY_TOKEN"]
     raise Failure(
@@ -291,44 +999,114 @@ def _token(args: argparse.Namespace) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _day(text: str) -> str:
+    """An argument that must be a calendar date (YYYY-MM-DD)."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date: write it as YYYY-MM-DD, such as 2010-09-01"
+        ) from None
+
+
+def _error(sentence: str) -> None:
+    Console(stderr=True, width=200).print(
+        f"[red]partyctl:[/red] {escape(sentence)}", soft_wrap=True, highlight=False
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="partyctl", description=__doc__.split("\n\n")[0])
     parser.add_argument("--token")
     parser.add_argument("--token-file")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("verify", help="verify every service's hash chain")
-    led = commands.add_parser("ledger", help="a member's score ledger")
+    led = commands.add_parser("ledger", help="a member's score ledger, line by line")
     led.add_argument("member")
     led.add_argument("--period")
-    led.add_argument("--as-of")
-    led.add_argument("--known-at")
+    led.add_argument("--as-of", help="business time: a date or an instant with its offset")
+    led.add_argument("--known-at", help="record time: an instant with its offset (Z, +08:00)")
     out = led.add_mutually_exclusive_group()
     out.add_argument("--csv", action="store_true")
     out.add_argument("--xlsx", metavar="FILE")
+    tab = commands.add_parser("table", help="a branch's ranking with grades and its regulation")
+    tab.add_argument("branch")
+    tab.add_argument("--period", required=True)
+    tab.add_argument("--as-of", help="business time: a date or an instant with its offset")
+    tab.add_argument("--known-at", help="record time: an instant with its offset (Z, +08:00)")
+    tab.add_argument("--csv", action="store_true")
     rep = commands.add_parser("replay", help="rebuild scoring from its archive")
     rep.add_argument("service", choices=["scoring"])
     rep.add_argument("--compare", action="store_true")
     wif = commands.add_parser("whatif", help="a period under another regulation")
     wif.add_argument("--period", required=True)
-    wif.add_argument("--regulation", required=True, help="a regulation file (YAML)")
+    wif.add_argument("--regulation", metavar="FILE", help="a draft regulation file (YAML)")
+    wif.add_argument("--regulation-id", metavar="ID", help="a published regulation …")
+    wif.add_argument(
+        "--version", type=int, metavar="N", help="… in this version (alone: of the one followed)"
+    )
     wif.add_argument("--branch")
+    wif.add_argument("--school")
+    regs = commands.add_parser("regulations", help="every regulation and version")
+    regs.add_argument("--id", help="one regulation")
+    regs.add_argument("--known-at", help="as recorded by this instant (Z or +08:00)")
+    reg = commands.add_parser("regulation", help="publish, adopt, or ask which one a unit follows")
+    actions = reg.add_subparsers(dest="action", required=True)
+    pub = actions.add_parser("publish", help="publish a regulation version from its YAML file")
+    pub.add_argument("file")
+    pub.add_argument("--published-on", type=_day, help="the day it was published (default today)")
+    ado = actions.add_parser("adopt", help="a school or a branch adopts a regulation from a date")
+    ado.add_argument("unit")
+    ado.add_argument("regulation_id")
+    ado.add_argument("--from", dest="effective_from", type=_day, required=True)
+    ado.add_argument("--decided-on", type=_day)
+    ado.add_argument("--reason")
+    rof = actions.add_parser("of", help="which regulation a school or branch follows, and why")
+    rof.add_argument("unit")
+    rof.add_argument("--as-of", help="a date or an instant with its offset (default today)")
+    rof.add_argument("--known-at", help="as recorded by this instant (Z or +08:00)")
+    ele = commands.add_parser("elections", help="a branch's elections, round by round")
+    ele.add_argument("branch")
+    gui = commands.add_parser("guides", help="a branch's guides (党员引路人)")
+    gui.add_argument("branch")
+    gui.add_argument("--as-of", type=_day, help="only the appointments in force that day")
     exp = commands.add_parser("export", help="export the classified archives")
     exp.add_argument("what", choices=["archives"])
     exp.add_argument("--unit", help="a branch or school (default: the university)")
     exp.add_argument("--as-of")
     exp.add_argument("--out", default="archives.xlsx")
-    args = parser.parse_args(argv)
-    handlers = {
-        "verify": verify,
-        "ledger": ledger,
-        "replay": replay,
-        "whatif": whatif,
-        "export": export,
-    }
+    return parser
+
+
+HANDLERS = {
+    "verify": verify,
+    "ledger": ledger,
+    "table": table,
+    "replay": replay,
+    "whatif": whatif,
+    "regulations": regulations,
+    "regulation publish": regulation_publish,
+    "regulation adopt": regulation_adopt,
+    "regulation of": regulation_of,
+    "elections": elections,
+    "guides": guides,
+    "export": export,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    name = args.command + (f" {args.action}" if args.command == "regulation" else "")
     try:
-        return handlers[args.command](Api(_token(args)), args)
+        if args.command == "whatif":
+            _check_whatif(args)
+        api = Api(_token(args))
+        try:
+            return HANDLERS[name](api, args)
+        finally:
+            api.close()
     except Failure as failure:
-        Console(stderr=True).print(f"[red]partyctl:[/red] {failure}")
+        _error(str(failure))
         return 2
 
 
