@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -11,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from contracts.wire import dead_letter_key
 from runtime.eventstore import verify_chain
+from runtime.http.moments import KnownAt
 from runtime.http.problems import problem_responses
 from runtime.http.security import CurrentPrincipal
 from runtime.service import ServiceContext
@@ -66,7 +66,7 @@ async def events(
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     type: Annotated[list[str] | None, Query(max_length=50)] = None,
-    known_at: datetime | None = None,
+    known_at: KnownAt = None,
 ) -> EventPage:
     principal.require_role("auditor", "university_admin")
     recorded = await _context(request).store.read_all(

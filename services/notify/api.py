@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -12,6 +11,7 @@ from contracts.events.deadline import Channel
 from runtime.auth import AccessDenied, Principal
 from runtime.directory import Directory
 from runtime.http import CurrentPrincipal, Problem, problem_responses
+from runtime.http.moments import AtInstant
 from services.notify.handlers import NotifyService
 from services.notify.ics import calendar
 from services.notify.queries import NotifyQueries
@@ -19,10 +19,7 @@ from services.notify.queries import NotifyQueries
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 403, 422, 503))
 
 Status = Annotated[Literal["upcoming", "overdue", "all"], Query()]
-AsOf = Annotated[
-    datetime | None,
-    Query(description="upcoming and overdue as seen at this instant (default: now)"),
-]
+AsOf = AtInstant  # upcoming and overdue as seen at this instant (default: now)
 
 
 def _queries(request: Request) -> NotifyQueries:

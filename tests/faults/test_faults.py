@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -39,6 +39,9 @@ pytestmark = pytest.mark.timeout(600)
 
 BRANCH = "nde-b1"
 REGULARS = [f"m-regular-{n}" for n in range(8)]  # enrolled before the load: in every sheet
+#: The load happens now: the branch's year starts yesterday, in this year's period.
+YESTERDAY = date.today() - timedelta(days=1)
+YEAR = str(date.today().year)
 
 
 @dataclass
@@ -91,9 +94,9 @@ async def organisation(client: CarefulClient) -> None:
     committee = {
         "secretary_id": REGULARS[0],
         "member_ids": REGULARS[:3],
-        "term_starts_on": "2026-09-01",
-        "term_ends_on": "2029-08-31",
-        "elected_on": "2026-09-01",
+        "term_starts_on": YESTERDAY.isoformat(),
+        "term_ends_on": (YESTERDAY + timedelta(days=3 * 365)).isoformat(),
+        "elected_on": YESTERDAY.isoformat(),
     }
     await client.command("roster", f"/v1/branches/{BRANCH}/committee", committee, "committee")
     # A regulation with a period for this year, so that the load is scored.
@@ -104,10 +107,10 @@ async def organisation(client: CarefulClient) -> None:
     document = {
         **versions[-1]["document"],
         "version": 2,
-        "effective_from": "2026-01-01",
-        "periods": [{"id": "2026", "starts_on": "2026-01-01", "ends_on": "2026-12-31"}],
+        "effective_from": f"{YEAR}-01-01",
+        "periods": [{"id": YEAR, "starts_on": f"{YEAR}-01-01", "ends_on": f"{YEAR}-12-31"}],
     }
-    await client.command("scoring", "/v1/regulations", document, "regulation-2026")
+    await client.command("scoring", "/v1/regulations", document, f"regulation-{YEAR}")
     await settle(client, "activities", "scoring", "notify")
 
 
@@ -123,9 +126,9 @@ def enrolment(member_id: str) -> dict[str, Any]:
         "dormitory": "8-312",
         "bed": "1",
         "standing": "full",
-        "joined_on": "2025-06-01",
-        "enrolled_on": "2026-09-01",
-        "expected_graduation": "2029-07-01",
+        "joined_on": (YESTERDAY - timedelta(days=365)).isoformat(),
+        "enrolled_on": YESTERDAY.isoformat(),
+        "expected_graduation": (YESTERDAY + timedelta(days=3 * 365)).isoformat(),
     }
 
 
@@ -230,7 +233,7 @@ async def mixed_load(client: CarefulClient, accepted: Accepted, stop: asyncio.Ev
             body = {
                 "adjustment_id": adjustment,
                 "member_id": REGULARS[n % len(REGULARS)],
-                "period_id": "2026",
+                "period_id": YEAR,
                 "points": "0.5",
                 "reason": "志愿服务表彰",
             }

@@ -189,15 +189,43 @@ async def enter_the_year_late(c: Campus) -> dict[str, str]:
         await r.enrol(member, enrolled_on="2010-05-04")
     await r.enrol("p1", standing="probationary", probation_started_on="2010-04-20")
     await r.enrol("p2", standing="probationary", probation_started_on="2010-04-20")
+    # The committee is elected at the general meeting of 5 May: four full members entitled and
+    # present (4 > 4 × 4/5), three candidates for two seats, m1 and m2 with more than 4/2 votes.
     await r.post(
-        "/v1/branches/nde-b1/committee",
+        "/v1/branches/nde-b1/elections",
         {
+            "election_id": "el-2010",
+            "held_on": "2010-05-05",
+            "seats": 2,
+            "candidates": ["m1", "m2", "m3"],
+            "present": ["m1", "m2", "m3", "m4"],
+            "ballots_cast": 4,
+            "tally": {"m1": 4, "m2": 3, "m3": 1},
             "secretary_id": "m1",
-            "member_ids": ["m1", "m2"],
-            "term_starts_on": "2010-05-05",
-            "term_ends_on": "2013-05-04",
-            "elected_on": "2010-05-05",
         },
+    )
+    await r.post(
+        "/v1/guides",
+        {
+            "guide_id": "guide-1",
+            "name": "王连长",
+            "kind": "army_officer",
+            "organisation": "某部三连",
+            "registered_on": "2010-05-15",
+        },
+    )
+    await r.post(
+        "/v1/guides/guide-1/appointments",
+        {
+            "appointment_id": "ap-1",
+            "branch_id": "nde-b1",
+            "member_ids": ["m3"],
+            "term_starts_on": "2010-06-01",
+            "term_ends_on": "2011-05-31",
+        },
+    )
+    await r.post(
+        "/v1/guides/guide-1/appointments/ap-1/end", {"ended_on": "2011-01-10", "reason": "调防"}
     )
     await r.post("/v1/members/m3/moves", {"group_id": "nde-b1-g2", "effective_on": "2010-09-01"})
     await r.post(
@@ -326,7 +354,14 @@ async def enter_the_year_late(c: Campus) -> dict[str, str]:
     )
     # The conversion and the extension are the branch meeting's decisions, in April 2011; the
     # conversion takes effect at the end of probation and withdraws later thought reports.
-    await r.post("/v1/members/p1/conversion", {"decided_on": "2011-04-22"})
+    await r.post(
+        "/v1/members/p1/conversion",
+        {
+            "decided_on": "2011-04-22",
+            # four full members entitled, all present; 3 yes > 4/2
+            "vote": {"present": ["m1", "m2", "m3", "m4"], "yes": 3, "no": 1, "abstain": 0},
+        },
+    )
     await r.post(
         "/v1/members/p2/probation-extension",
         {"months": 6, "reason": "继续考察", "decided_on": "2011-04-25"},
@@ -374,7 +409,11 @@ async def enter_the_year_late(c: Campus) -> dict[str, str]:
 EXPECTED: list[tuple[str, str, dict[str, Any], datetime]] = [
     ("roster", "org.unit_registered", {"unit_id": "nde"}, local("2010-04-01")),
     ("roster", "member.enrolled", {"member_id": "m1"}, local("2010-05-04")),
+    ("roster", "branch.election_held", {"election_id": "el-2010"}, local("2010-05-05")),
     ("roster", "branch.committee_elected", {"branch_id": "nde-b1"}, local("2010-05-05")),
+    ("roster", "guide.registered", {"guide_id": "guide-1"}, local("2010-05-15")),
+    ("roster", "guide.appointed", {"appointment_id": "ap-1"}, local("2010-06-01")),
+    ("roster", "guide.appointment_ended", {"appointment_id": "ap-1"}, local("2011-01-10")),
     ("roster", "member.moved", {"member_id": "m3"}, local("2010-09-01")),
     (
         "roster",
