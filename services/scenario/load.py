@@ -22,9 +22,12 @@ from services.scenario.people import ACTIVITIES, BRANCHES, SEMESTERS, Person, Sc
 
 ZONE = ZoneInfo("Asia/Shanghai")
 #: The April 2011 revision (修订): absence costs more, group meetings and volunteering count
-#: more, and "qualified" needs 85 points.
+#: more, "qualified" needs 85 points, and every member starts from 50, not 60 — under the trial
+#: a third of the members reached the ceiling of 100 in 2010, where a ranking tells nothing.
 REVISION_VERSION = 2
+REVISED_BASE = "50"
 REVISION_EFFECTIVE_FROM = "2011-04-01"
+REVISION_PUBLISHED_ON = "2011-04-28"
 REVISED_GRADES: dict[str, dict[str, Any]] = {"qualified": {"min": "85"}}
 REVISED_RULES: dict[str, dict[str, Any]] = {
     "absent-without-leave": {"points": "-3"},
@@ -205,20 +208,34 @@ class Loader:
         self.count("members", len(self.scenario.people))
 
     def committees(self) -> None:
+        """Each branch elects its committee (民主选举) at the general meeting of 5 May 2010:
+        差额 — one candidate more than the three seats — and all full members but one there."""
         for branch_id in BRANCHES:
-            members = self.committee(branch_id)
+            full = [p.member_id for p in self.scenario.of_branch(branch_id) if p.standing == "full"]
+            present = full[:-1]
+            candidates = full[:4]
+            voters = len(present)
+            # The three the branch wants get most votes; the fourth less than half.
+            tally = dict(
+                zip(candidates, (voters - 1, voters - 2, voters - 3, voters // 5), strict=True)
+            )
             self.clients.post(
                 "roster",
-                f"/v1/branches/{branch_id}/committee",
+                f"/v1/branches/{branch_id}/elections",
                 {
-                    "secretary_id": members[0],
-                    "member_ids": members,
-                    "term_starts_on": "2010-05-05",
+                    "election_id": f"election-{branch_id}-2010",
+                    "held_on": "2010-05-05",
+                    "seats": 3,
+                    "candidates": candidates,
+                    "present": present,
+                    "ballots_cast": voters,
+                    "tally": tally,
+                    "secretary_id": candidates[0],
                     "term_ends_on": "2013-05-04",
-                    "elected_on": "2010-05-05",
                 },
-                f"committee:{branch_id}",
+                f"election:{branch_id}",
             )
+            self.count("elections")
 
     def committee(self, branch_id: str) -> list[str]:
         full = [p for p in self.scenario.of_branch(branch_id) if p.standing == "full"]
@@ -330,7 +347,8 @@ class Loader:
                         {"line": "outings", "amount_fen": 70000},
                         {"line": "plaques", "amount_fen": 20000},
                         {"line": "stationery", "amount_fen": 10000},
-                    ]
+                    ],
+                    "planned_on": "2010-05-08",
                 },
                 f"budget:{branch_id}:2010",
             )
@@ -437,10 +455,12 @@ class Loader:
                         "lagging": [2, 30, 50, 18],
                     }[person.profile],
                 )[0]
+                # The secretary reads it within a few days, at 10:00.
+                reviewed = day + timedelta(days=rng.randint(1, 4))
                 c.post(
                     "activities",
                     f"/v1/reports/{obligation['obligation_id']}/review",
-                    {"grade": grade},
+                    {"grade": grade, "reviewed_at": at(reviewed, 10)},
                     f"review:{obligation['obligation_id']}",
                 )
                 self.count("reports")
@@ -569,20 +589,40 @@ class Loader:
                     f"extend:{person.member_id}",
                 )
             else:
+                # The general meeting votes: the branch's full members but one are there, and
+                # all but two of them vote yes.
+                voters = [
+                    p.member_id
+                    for p in self.scenario.of_branch(person.branch_id)
+                    if p.standing == "full"
+                ][:-1]
                 c.post(
                     "roster",
                     f"/v1/members/{person.member_id}/conversion",
-                    {"decided_on": "2011-04-22"},
+                    {
+                        "decided_on": "2011-04-22",
+                        "vote": {
+                            "present": voters,
+                            "yes": len(voters) - 2,
+                            "no": 1,
+                            "abstain": 1,
+                        },
+                    },
                     f"convert:{person.member_id}",
                 )
             self.count("probation outcomes")
         revised = revised_regulation(c)
-        c.post("scoring", "/v1/regulations", revised, "regulation:v2")
+        c.post(
+            "scoring",
+            f"/v1/regulations?published_on={REVISION_PUBLISHED_ON}",
+            revised,
+            "regulation:v2",
+        )
 
 
 def revised_regulation(clients: Clients) -> dict[str, Any]:
     """The April 2011 revision: the trial regulation with the changes the year taught."""
-    versions = clients.get("scoring", "/v1/regulations")
+    versions = clients.get("scoring", "/v1/regulations", regulation_id="nde-2010")
     current = next(v for v in versions if v["version"] == 1)["document"]
     rules = [{**rule, **REVISED_RULES.get(rule["id"], {})} for rule in current["rules"]]
     for rule in rules:
@@ -599,6 +639,7 @@ def revised_regulation(clients: Clients) -> dict[str, Any]:
     return {
         **current,
         "version": REVISION_VERSION,
+        "base": REVISED_BASE,
         "title": title,
         "effective_from": REVISION_EFFECTIVE_FROM,
         "rules": rules,

@@ -199,12 +199,17 @@ def _audit(clients: Clients, console: Console) -> AuditCheck:
         + f" ({check.replay['inputs']} inputs, {check.replay['members']} members, "
         f"checksum {check.replay['replay_checksum'][:12]})",
     )
-    versions = clients.get("scoring", "/v1/regulations", who="auditor")
+    versions = clients.get("scoring", "/v1/regulations", who="auditor", regulation_id="nde-2010")
     latest = max(v["version"] for v in versions)
     whatif = clients.post_read(
         "scoring",
         "/v1/what-if",
-        {"period_id": PERIOD, "school_id": SCHOOL, "regulation_version": latest},
+        {
+            "period_id": PERIOD,
+            "school_id": SCHOOL,
+            "regulation_id": "nde-2010",
+            "regulation_version": latest,
+        },
         who="auditor",
     )
     check.grades_changed = int(whatif["grades_changed"])
