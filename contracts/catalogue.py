@@ -19,7 +19,40 @@ from contracts import events
 from contracts.envelope import Envelope, EventPayload, Family
 from contracts.errors import ContractViolation, FieldError, UnknownEventType, field_errors
 
-FAMILIES: tuple[Family, ...] = ("member", "activity", "attendance", "report", "score", "deadline")
+FAMILIES: tuple[Family, ...] = (
+    "member",
+    "activity",
+    "attendance",
+    "report",
+    "score",
+    "deadline",
+    "audit",
+)
+
+#: The service that produces each family: a consumer believes an event of a family only from
+#: its producer's log. `audit` (signing keys, witnessed checkpoints) is every service's own.
+FAMILY_PRODUCER: dict[str, str] = {
+    "member": "roster",
+    "activity": "activities",
+    "attendance": "activities",
+    "report": "activities",
+    "score": "scoring",
+    "deadline": "notify",
+}
+EVERY_SERVICE_FAMILY = "audit"
+
+#: The producing services, each with its own signed log.
+PRODUCERS: tuple[str, ...] = ("roster", "activities", "scoring", "notify")
+
+
+def produced_by(family: str, service: str) -> bool:
+    """Whether events of `family` may come from `service`'s log."""
+    return family == EVERY_SERVICE_FAMILY or FAMILY_PRODUCER.get(family) == service
+
+
+def families_of(service: str) -> tuple[str, ...]:
+    return (*(f for f, owner in FAMILY_PRODUCER.items() if owner == service), EVERY_SERVICE_FAMILY)
+
 
 Json = dict[str, Any]
 

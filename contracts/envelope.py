@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.types import ActorRole, Identifier, Instant
 
-Family = Literal["member", "activity", "attendance", "report", "score", "deadline"]
+Family = Literal["member", "activity", "attendance", "report", "score", "deadline", "audit"]
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
 

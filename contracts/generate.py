@@ -17,7 +17,7 @@ from typing import Any
 
 from contracts.catalogue import CATALOGUE, FAMILIES, EventSpec
 from contracts.envelope import Envelope
-from contracts.wire import ENTRY_FIELDS, MAX_ENTRY_BYTES
+from contracts.wire import ENTRY_FIELDS, MAX_ENTRY_BYTES, SIGNATURE_FIELDS
 
 ROOT = Path(__file__).resolve().parent
 SCHEMA_DIR = ROOT / "schemas"
@@ -65,12 +65,25 @@ def _entry_schema() -> Document:
     properties["position"]["pattern"] = "^[1-9][0-9]*$"
     properties["envelope"]["contentMediaType"] = "application/json"
     properties["envelope"]["contentSchema"] = {"$ref": "envelope.schema.json"}
+    properties["signature"] = {
+        "type": "string",
+        "contentEncoding": "base64",
+        "description": "On the last event of each commit: the producer's Ed25519 signature "
+        "over `party-log-v1\\n{source}\\n{position}\\n{hash}`",
+    }
+    properties["key_id"] = {
+        "type": "string",
+        "pattern": "^[0-9a-f]{16}$",
+        "description": "The id of the producer's key that made the signature",
+    }
+    assert set(SIGNATURE_FIELDS) <= set(properties)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_BASE_URI + "stream-entry.schema.json",
         "title": "Redis Stream entry",
         "description": (
-            "The flat string fields of one entry on a family stream. Entries larger than "
+            "The flat string fields of one entry on a family stream or a service's log "
+            "stream. Entries larger than "
             f"{MAX_ENTRY_BYTES} bytes are refused by consumers."
         ),
         "type": "object",

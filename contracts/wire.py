@@ -12,6 +12,13 @@ string fields that any Redis client can read without this package:
 | `source`         | the producing service (`roster`, `activities`, `scoring`, `notify`)  |
 | `position`       | the event's position in the producing service's log (a decimal int)   |
 | `envelope`       | the whole envelope as UTF-8 JSON (see `contracts/schemas/`)           |
+| `signature`      | on the last event of each commit: the producer's Ed25519 signature   |
+|                  | (base64) over `party-log-v1\n{source}\n{position}\n{hash}`; else empty  |
+| `key_id`         | the id of the producer's key that made it; else empty                 |
+
+Besides the family streams, every service's whole log goes, in order, to `{prefix}:log:{service}`:
+what the services consume from each other, so that a consumer can check that each event chains
+onto the one before it and is covered by a signature.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from uuid import UUID
 from contracts.errors import ContractViolation, FieldError
 
 ENTRY_FIELDS = ("type", "event_id", "branch_id", "schema_version", "source", "position", "envelope")
+#: Fields present on signed entries only (empty or absent on the others).
+SIGNATURE_FIELDS = ("signature", "key_id")
 
 #: Entries larger than this are refused by consumers (dead-lettered); no event comes near it.
 MAX_ENTRY_BYTES = 256 * 1024
@@ -31,6 +40,11 @@ MAX_ENTRY_BYTES = 256 * 1024
 
 def stream_key(prefix: str, family: str) -> str:
     return f"{prefix}:{family}"
+
+
+def log_stream_key(prefix: str, service: str) -> str:
+    """The stream carrying a service's whole log, in order (what other services consume)."""
+    return f"{prefix}:log:{service}"
 
 
 def dead_letter_key(prefix: str, service: str) -> str:
@@ -47,6 +61,8 @@ class WireEntry:
     source: str
     position: int
     envelope: bytes
+    signature: str | None = None
+    key_id: str | None = None
 
 
 def encode_entry(
@@ -58,8 +74,10 @@ def encode_entry(
     source: str,
     position: int,
     envelope: bytes,
+    signature: str | None = None,
+    key_id: str | None = None,
 ) -> dict[str, str | bytes]:
-    return {
+    fields: dict[str, str | bytes] = {
         "type": event_type,
         "event_id": str(event_id),
         "branch_id": branch_id or "",
@@ -68,6 +86,10 @@ def encode_entry(
         "position": str(position),
         "envelope": envelope,
     }
+    if signature:
+        fields["signature"] = signature
+        fields["key_id"] = key_id or ""
+    return fields
 
 
 def _text(fields: Mapping[Any, Any], name: str) -> str:
@@ -112,6 +134,9 @@ def decode_entry(fields: Mapping[Any, Any]) -> WireEntry:
     if raw_envelope is None:
         raise ContractViolation("malformed stream entry", [FieldError("envelope", "missing")])
     envelope = raw_envelope if isinstance(raw_envelope, bytes) else str(raw_envelope).encode()
+    has_signature = fields.get(b"signature", fields.get("signature")) is not None
+    signature = _text(fields, "signature") if has_signature else ""
+    key_id = _text(fields, "key_id") if signature else ""
     return WireEntry(
         type=event_type,
         event_id=event_id,
@@ -120,4 +145,6 @@ def decode_entry(fields: Mapping[Any, Any]) -> WireEntry:
         source=_text(fields, "source"),
         position=position,
         envelope=envelope,
+        signature=signature or None,
+        key_id=key_id or None,
     )

@@ -10,14 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import cast, get_args
+from typing import Literal, cast, get_args
 
 import jwt
 
 from contracts.types import PersonRole
 
-Role = PersonRole
-ROLES: tuple[Role, ...] = get_args(Role)
+#: A service reading another's record (to fill a gap) acts as `service`: its token is signed
+#: by its own signing key (runtime.signing), never by the people's token issuer.
+Role = PersonRole | Literal["service"]
+ROLES: tuple[PersonRole, ...] = get_args(PersonRole)
 AUDIENCE = "party-members"
 
 

@@ -7,6 +7,8 @@ import asyncio
 import asyncpg
 import redis.exceptions
 
+from runtime.eventstore.models import LogTampered
+
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncio.TimeoutError,
@@ -27,5 +29,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def is_transient(error: BaseException) -> bool:
-    """True when retrying the same work later may succeed without anyone changing anything."""
-    return isinstance(error, TRANSIENT_ERRORS)
+    """True when retrying the same work later may succeed: a dependency is down, or the
+    service's own log needs an operator (its head is not signed by it) — what waits for that is
+    kept, never dead-lettered."""
+    return isinstance(error, (*TRANSIENT_ERRORS, LogTampered))

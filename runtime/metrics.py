@@ -43,3 +43,68 @@ HTTP_REQUESTS = Histogram(
     "HTTP requests by route and status",
     ["service", "method", "route", "status"],
 )
+RELAY_WATERMARK_AHEAD = Gauge(
+    "party_relay_watermark_ahead_events",
+    "How far the relay's watermark on Redis claimed to be ahead of the log (an alarm when > 0)",
+    ["service"],
+)
+CONSUMER_BEHIND = Gauge(
+    "party_consumer_behind_events",
+    "Events of a producer's log known to exist and not yet applied (a backlog, or a gap)",
+    ["service", "producer"],
+)
+CONSUMER_CURSOR = Gauge(
+    "party_consumer_cursor_position",
+    "The producer position up to which a consumer has applied everything, with no gap",
+    ["service", "producer"],
+)
+GAPS_FILLED = Counter(
+    "party_gap_events_filled_total",
+    "Events read from a producer's own record because Redis did not deliver them",
+    ["service", "producer"],
+)
+ENTRIES_REFUSED = Counter(
+    "party_entries_refused_total",
+    "Stream entries a consumer did not believe (forged, misrouted, unsigned), by reason",
+    ["service", "producer", "reason"],
+)
+UNVERIFIED_PENDING = Gauge(
+    "party_consumer_unverified_entries",
+    "Entries received but not yet covered by a producer signature (held, not applied)",
+    ["service", "producer"],
+)
+CHECKPOINT_SIZE = Gauge(
+    "party_checkpoint_tree_size",
+    "The tree size (head position) of the last checkpoint the service signed of its log",
+    ["service"],
+)
+CHECKPOINTS_REFUSED = Counter(
+    "party_checkpoints_refused_total",
+    "Checkpoints not made because the log no longer extends the last one (cut or rewritten)",
+    ["service"],
+)
+WITNESSED_SIZE = Gauge(
+    "party_witnessed_tree_size",
+    "The tree size of the last checkpoint of a peer's log this service witnessed",
+    ["service", "peer"],
+)
+WITNESS_DISAGREEMENTS = Counter(
+    "party_witness_disagreements_total",
+    "Checkpoints of a peer refused as a witness (bad signature, inconsistent, smaller, forked)",
+    ["service", "peer"],
+)
+LOG_TAMPERED = Counter(
+    "party_log_tampered_total",
+    "Appends refused because the head of the service's own log is not signed by it",
+    ["service"],
+)
+RELAY_WATERMARK_REPAIRS = Counter(
+    "party_relay_watermark_repairs_total",
+    "Times the relay found its watermark claiming events it never published, and republished",
+    ["service"],
+)
+CONSUMER_FORKS = Counter(
+    "party_consumer_forks_total",
+    "Signed events of a producer that disagree with one already applied at their position",
+    ["service", "producer"],
+)

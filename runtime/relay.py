@@ -1,4 +1,11 @@
-"""The relay: publishes a service's committed events to Redis Streams, in commit order.
+"""The relay: publishes a service's committed events to Redis Streams, in commit order: every
+event to the service's log stream (`{prefix}:log:{service}`, what other services consume) and
+each catalogued one to its family stream (what campus systems subscribe to).
+
+A batch ends at a signed event (the last of a commit), so that what a consumer reads of a
+batch is covered by a signature already on the stream. The watermark is checked against the
+log's head: one ahead of it (someone wrote it; the log was cut) is an alarm, and the relay
+republishes from what the log stream really holds.
 
 It wakes on NOTIFY from each commit and polls as a fallback. Each round reads the next events
 after the position Redis has (a watermark key written in the same MULTI/EXEC as the XADDs), so
@@ -17,19 +24,27 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import redis.asyncio as redis
 from redis.exceptions import WatchError
 
 from contracts.catalogue import CATALOGUE
-from contracts.wire import encode_entry, stream_key
+from contracts.wire import encode_entry, log_stream_key, stream_key
 from runtime.clock import Clock, utc_now, wait_at_most
 from runtime.errors import is_transient
+from runtime.eventstore.models import RecordedEvent
 from runtime.eventstore.schema import quote_schema
 from runtime.eventstore.store import EventStore, notify_channel
 from runtime.logs import get_logger
-from runtime.metrics import EVENTS_PUBLISHED, RELAY_BEHIND, RELAY_LAG
+from runtime.metrics import (
+    EVENTS_PUBLISHED,
+    RELAY_BEHIND,
+    RELAY_LAG,
+    RELAY_WATERMARK_AHEAD,
+    RELAY_WATERMARK_REPAIRS,
+)
 
 log = get_logger("relay")
 
@@ -72,6 +87,7 @@ class Relay:
         self._clock = clock
         self._wake = asyncio.Event()
         self._watermark = watermark_key(prefix, source)
+        self._log_stream = log_stream_key(prefix, source)
         self._recorded = 0  # how far PostgreSQL says we got (relay_progress)
         self.is_leader = False
 
@@ -143,6 +159,12 @@ class Relay:
             await pipe.watch(self._watermark)
             raw = await pipe.get(self._watermark)
             on_redis = int(raw) if raw is not None else 0
+            head, _ = await self._store.head()
+            streamed = await self._last_streamed() if on_redis else 0
+            if on_redis > head or (streamed is not None and on_redis > streamed):
+                on_redis = await self._repair_watermark(on_redis, head, streamed)
+            else:
+                RELAY_WATERMARK_AHEAD.labels(self._source).set(0)
             if on_redis < self._recorded:
                 log.warning(
                     "redis is behind the relay; republishing",
@@ -150,8 +172,7 @@ class Relay:
                     redis_position=on_redis,
                     relayed_position=self._recorded,
                 )
-            events = await self._store.read_all(after_position=on_redis, limit=self._batch_size)
-            head, _ = await self._store.head()
+            events = await self._next_batch(on_redis)
             if not events:
                 await pipe.unwatch()  # type: ignore[no-untyped-call]
                 RELAY_BEHIND.labels(self._source).set(max(0, head - on_redis))
@@ -159,23 +180,31 @@ class Relay:
                 return 0
             pipe.multi()  # type: ignore[no-untyped-call]
             for event in events:
-                family = self._family_of(event.type)
-                if family is None:
-                    continue
+                fields = encode_entry(
+                    event_type=event.type,
+                    event_id=event.event_id,
+                    branch_id=event.branch_id,
+                    schema_version=event.schema_version,
+                    source=self._source,
+                    position=event.position,
+                    envelope=event.envelope_json(),
+                    signature=event.signature,
+                    key_id=event.key_id,
+                )
                 pipe.xadd(
-                    stream_key(self._prefix, family),
-                    encode_entry(  # type: ignore[arg-type]
-                        event_type=event.type,
-                        event_id=event.event_id,
-                        branch_id=event.branch_id,
-                        schema_version=event.schema_version,
-                        source=self._source,
-                        position=event.position,
-                        envelope=event.envelope_json(),
-                    ),
+                    self._log_stream,
+                    fields,  # type: ignore[arg-type]
                     maxlen=self._maxlen,
                     approximate=True,
                 )
+                family = self._family_of(event.type)
+                if family is not None:
+                    pipe.xadd(
+                        stream_key(self._prefix, family),
+                        fields,  # type: ignore[arg-type]
+                        maxlen=self._maxlen,
+                        approximate=True,
+                    )
             pipe.set(self._watermark, events[-1].position)
             await pipe.execute()
         published_at = self._clock()
@@ -185,6 +214,56 @@ class Relay:
         RELAY_BEHIND.labels(self._source).set(max(0, head - events[-1].position))
         await self._record(events[-1].position)
         return len(events)
+
+    async def _next_batch(self, after: int) -> list[RecordedEvent]:
+        """The events after `after`, up to the last signed one among the next `batch_size`
+        (further, when none of them is signed: a commit larger than a batch)."""
+        events = await self._store.read_all(after_position=after, limit=self._batch_size)
+        if not events or self._store.signer is None:
+            return events
+        while True:
+            last_signed = max(
+                (i for i, e in enumerate(events) if e.signature is not None), default=None
+            )
+            if last_signed is not None:
+                return events[: last_signed + 1]
+            more = await self._store.read_all(
+                after_position=events[-1].position, limit=self._batch_size
+            )
+            if not more:
+                return events  # an unsigned tail: verification will say so
+            events += more
+
+    async def _last_streamed(self) -> int | None:
+        """The position of the last of this service's entries on its log stream (None: not
+        known — junk at the end of the stream is not believed either way)."""
+        last: Any = await self._redis.xrevrange(self._log_stream, count=10)
+        if not last:
+            return 0
+        for _entry_id, fields in last:
+            try:
+                if fields.get(b"source") == self._source.encode():
+                    return int(fields[b"position"])
+            except (KeyError, ValueError):
+                continue
+        return None
+
+    async def _repair_watermark(self, on_redis: int, head: int, streamed: int | None) -> int:
+        """The watermark claims positions the log does not have, or that never reached the log
+        stream (someone wrote it): an alarm, and a restart from what the stream really holds
+        (consumers ignore what they already applied)."""
+        RELAY_WATERMARK_AHEAD.labels(self._source).set(on_redis - min(head, streamed or head))
+        RELAY_WATERMARK_REPAIRS.labels(self._source).inc()
+        restart = min(streamed if streamed is not None else head, head, self._recorded)
+        log.error(
+            "relay watermark claims events the log stream does not hold; republishing",
+            source=self._source,
+            watermark=on_redis,
+            head=head,
+            streamed=streamed,
+            restart_after=restart,
+        )
+        return restart
 
     async def _record(self, position: int) -> None:
         if position != self._recorded:

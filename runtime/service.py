@@ -17,14 +17,20 @@ from typing import Any
 import asyncpg
 import redis.asyncio as redis
 
+from contracts.catalogue import FAMILY_PRODUCER
+from contracts.events import SigningKeyRotated
 from runtime.auth import TokenAuthority
 from runtime.clock import Clock, utc_now
 from runtime.consumer import ConsumerOptions, EventConsumer, Projection, Projector
+from runtime.consumer.records import HttpRecord, ProducerRecord
 from runtime.directory import DIRECTORY_MIGRATIONS, Directory, MemberDirectory
 from runtime.eventstore import (
     EVENT_STORE_MIGRATIONS,
+    EventMetadata,
     EventStore,
     Migration,
+    NewEvent,
+    StreamAppend,
     load_migrations,
     migrate,
 )
@@ -34,6 +40,15 @@ from runtime.projection import LocalProjection, LocalProjector
 from runtime.redis_primary import resolve_redis_url, watch_primary
 from runtime.relay import Relay
 from runtime.settings import Settings
+from runtime.signing import (
+    KeyDirectory,
+    KeyRing,
+    Signer,
+    ensure_keys,
+    load_signer,
+    private_key_path,
+)
+from runtime.witness import HttpPeerCheckpoints, PeerCheckpoints, Witness
 
 log = get_logger("service")
 
@@ -96,12 +111,45 @@ class ServiceContext:
     directory: Directory | None = None
     consumer: EventConsumer | None = None
     projector: Projector | None = None
+    keys: KeyDirectory | None = None
+    records: dict[str, ProducerRecord] = field(default_factory=dict)
+    #: Checkpoints of this log, and the witnessing of every other service's (runtime.witness).
+    witness: Witness | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
     def schema(self) -> str:
         return self.store.schema
+
+    @property
+    def keyring(self) -> KeyRing:
+        """Every service's public keys, as the key directory has them now."""
+        return self.keys.ring() if self.keys is not None else KeyRing()
+
+    @property
+    def signer(self) -> Signer | None:
+        return self.store.signer
+
+
+def producers_of(definition: ServiceDefinition) -> list[str]:
+    """The services whose logs this one consumes (the producers of its families)."""
+    families = [*definition.consumes, *(["member"] if definition.uses_directory else [])]
+    return list(
+        dict.fromkeys(
+            FAMILY_PRODUCER[f]
+            for f in families
+            if FAMILY_PRODUCER.get(f) not in (None, definition.name)
+        )
+    )
+
+
+def service_signer(settings: Settings, service: str) -> Signer:
+    """This service's signing key, from the key directory (created there if allowed)."""
+    keys_dir = Path(settings.keys_dir)
+    if settings.create_missing_key:
+        ensure_keys(keys_dir, [service])
+    return load_signer(private_key_path(keys_dir, service), service)
 
 
 def token_authority(settings: Settings) -> TokenAuthority:
@@ -167,6 +215,8 @@ async def start_service(
     *,
     clock: Clock = utc_now,
     run_background: bool = True,
+    records: dict[str, ProducerRecord] | None = None,
+    peers: Callable[[ServiceContext], PeerCheckpoints] | None = None,
 ) -> ServiceContext:
     pool = await connect_database(settings)
     schema = settings.schema_for(definition.name)
@@ -177,7 +227,17 @@ async def start_service(
         settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master
     )
     redis_client = redis.Redis.from_url(redis_url)
-    store = EventStore(pool, schema, clock=clock, max_batch=settings.append_batch_max)
+    signer = service_signer(settings, definition.name)
+    keys = KeyDirectory(Path(settings.keys_dir))
+    store = EventStore(
+        pool,
+        schema,
+        clock=clock,
+        max_batch=settings.append_batch_max,
+        signer=signer,
+        source=definition.name,
+        keyring=keys.ring,
+    )
     context = ServiceContext(
         definition=definition,
         settings=settings,
@@ -185,6 +245,28 @@ async def start_service(
         redis=redis_client,
         store=store,
         tokens=token_authority(settings),
+        clock=clock,
+        keys=keys,
+    )
+    await record_key_rotation(store, signer)
+    producers = producers_of(definition)
+    context.records = (
+        dict(records)
+        if records is not None
+        else {
+            producer: HttpRecord(producer, settings.url_for(producer), signer)
+            for producer in producers
+        }
+    )
+    context.witness = Witness(
+        service=definition.name,
+        store=store,
+        signer=signer,
+        keyring=lambda: context.keyring,
+        peers=peers(context)
+        if peers is not None
+        else HttpPeerCheckpoints(definition.name, signer, settings.url_for),
+        period=settings.checkpoint_seconds,
         clock=clock,
     )
     context.relay = Relay(
@@ -213,24 +295,26 @@ async def start_service(
     # The directory is committed before the projections that read it act.
     eager = [MemberDirectory(schema)] if definition.uses_directory else []
     if projections or eager:
-        context.projector = Projector(pool, schema, projections, eager)
-    families = tuple(
-        dict.fromkeys([*definition.consumes, *(["member"] if definition.uses_directory else [])])
-    )
-    if families and context.projector is not None:
+        context.projector = Projector(pool, schema, projections, eager, service=definition.name)
+    if producers and context.projector is not None:
         context.consumer = EventConsumer(
             service=definition.name,
             redis_url=redis_url,
             redis_client=redis_client,
             prefix=settings.stream_prefix,
-            families=families,
+            producers=producers,
             handler=context.projector.apply,
             consumer_name=settings.consumer_name_for(definition.name),
+            keyring=lambda: context.keyring,
+            records=context.records,
+            cursors=context.projector.cursors,
+            applied=context.projector.applied_hashes,
             options=ConsumerOptions(
                 batch_size=settings.consumer_batch_size,
                 block_ms=settings.consumer_block_ms,
                 reclaim_idle_ms=settings.reclaim_idle_ms,
                 max_deliveries=settings.max_deliveries,
+                gap_grace_seconds=settings.gap_grace_seconds,
             ),
             clock=clock,
         )
@@ -248,6 +332,7 @@ async def start_service(
                 redis_url, settings.redis_sentinels, settings.redis_sentinel_master
             )
             context._tasks.append(asyncio.create_task(watch, name="redis-primary-watch"))
+        context._tasks.append(asyncio.create_task(context.witness.run(), name="witness"))
         for coroutine in definition.background(context):
             context._tasks.append(asyncio.create_task(coroutine))
     log.info("service started", service=definition.name, schema=schema)
@@ -269,15 +354,49 @@ async def stop_service(context: ServiceContext) -> None:
         for task in stuck:
             log.error("background task did not stop", task=task.get_name())
     await context.store.close()
+    if context.witness is not None:
+        await context.witness.close()
+    for record in context.records.values():
+        close = getattr(record, "close", None)
+        if close is not None:
+            await close()
     await context.redis.aclose()
     await context.pool.close()
     log.info("service stopped", service=context.definition.name)
+
+
+async def record_key_rotation(store: EventStore, signer: Signer) -> None:
+    """When the service signs with another key than its log last did, say so in the log
+    (`signing_key.rotated`, in a commit the new key signs): from there the old one is retired."""
+    row = await store.pool.fetchrow(
+        f"SELECT key_id FROM {quote_schema(store.schema)}.events WHERE signature IS NOT NULL "
+        "ORDER BY position DESC LIMIT 1"
+    )
+    if row is None or row["key_id"] == signer.key_id:
+        return
+    event = SigningKeyRotated(
+        service=signer.service,
+        key_id=signer.key_id,
+        previous_key_id=row["key_id"],
+        public_key=signer.public_key_b64,
+    )
+    await store.append(
+        StreamAppend(
+            f"signing-keys-{signer.service}",
+            [NewEvent.from_payload(event, occurred_at=utc_now(), branch_id=None)],
+        ),
+        metadata=EventMetadata(signer.service, "system"),
+    )
+    log.warning(
+        "signing key rotated", service=signer.service, previous=row["key_id"], key=signer.key_id
+    )
 
 
 #: Tables that are not read models: the log and the machinery around it.
 INFRASTRUCTURE_TABLES = frozenset(
     {
         "events",
+        "producer_cursors",
         "schema_migrations",
         "projection_checkpoints",
         "chain_head",
@@ -285,6 +404,8 @@ INFRASTRUCTURE_TABLES = frozenset(
         "unique_claims",
         "relay_progress",
         "inbox",
+        "log_frontier",
+        "log_checkpoints",
     }
 )
 

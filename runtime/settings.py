@@ -71,12 +71,38 @@ class Settings(BaseSettings):
     consumer_name: str | None = Field(
         None, description="consumer name in the groups (default: host-pid-random, unique)"
     )
+    keys_dir: str = Field(
+        ".run/keys",
+        description="signing keys: `{service}.key` (this service's, private) and every "
+        "service's `{service}.keys.json` (public)",
+    )
+    create_missing_key: bool = Field(
+        True, description="create this service's signing key at start when it has none"
+    )
+    service_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='where the other services answer, `{"roster": "http://…"}` (default: '
+        "this machine's ports): a gap is read from the producer's own record there",
+    )
+    gap_grace_seconds: float = Field(
+        5.0, gt=0, description="a missing event is read from its producer's record after this"
+    )
+    checkpoint_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="how often the service signs a checkpoint of its log and witnesses every "
+        "other service's",
+    )
 
     def schema_for(self, service: str) -> str:
         return self.db_schema or service
 
     def port_for(self, service: str) -> int:
         return self.http_port or DEFAULT_PORTS.get(service, 8100)
+
+    def url_for(self, service: str) -> str:
+        """Where another service answers."""
+        return self.service_urls.get(service) or f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
 
     def consumer_name_for(self, service: str) -> str:
         if self.consumer_name:

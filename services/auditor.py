@@ -1,6 +1,7 @@
 """`partyctl`: the auditor's and the admins' command line, over the services' HTTP APIs.
 
-    partyctl verify                                  # every service's hash chain
+    partyctl verify [--checkpoints FILE]             # every hash chain, with its witnesses
+    partyctl checkpoints export --out FILE           # every checkpoint, for keeping offline
     partyctl ledger m20081004 [--period 2010] [--as-of 2010-12-01] [--known-at …]
                                                      [--csv | --xlsx FILE]
     partyctl table nde-b1 --period 2010 [--as-of …] [--known-at …] [--csv]
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import sys
 from collections import Counter
@@ -45,6 +47,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runtime.settings import DEFAULT_PORTS
+from runtime.witness import FILE_FORMAT, load_checkpoint_file
 from services.scoring.regulation_file import RegulationFileError, load_regulation
 
 SERVICES = ("roster", "activities", "scoring", "notify")
@@ -159,24 +162,155 @@ def _print_table(table: Table, rows: Iterable[Iterable[Any]]) -> None:
 # -- verify -------------------------------------------------------------------------------------
 
 
-def verify(api: Api, _: argparse.Namespace) -> int:
-    table = Table(title="Hash chains")
-    for column in ("service", "events checked", "head", "result"):
+def verify(api: Api, args: argparse.Namespace) -> int:
+    """Every service's chain and signatures, compared with what the other services witnessed
+    of it and, with `--checkpoints`, with an exported file."""
+    exported: dict[str, list[dict[str, Any]]] = {}
+    if getattr(args, "checkpoints", None):
+        try:
+            entries = load_checkpoint_file(Path(args.checkpoints))
+        except ValueError as error:
+            raise Failure(str(error)) from None
+        for entry in entries:
+            exported.setdefault(entry.checkpoint.service, []).append(entry.to_json())
+    table = Table(title="Hash chains and their witnesses")
+    for column in ("service", "events checked", "head", "result", "witnesses"):
         table.add_column(column)
+    if exported:
+        table.add_column("exported file")
     broken = 0
+    sentences: list[str] = []
     for service in SERVICES:
         report = api.json(service, "GET", "/v1/audit/verify")
         if report["intact"]:
             result = "[green]intact[/green]"
         else:
             broken += 1
-            result = (
-                f"[red]broken at position {report['first_broken_position']}[/red]: "
-                f"{escape(_text(report['reason']))}"
-            )
-        table.add_row(service, str(report["events_checked"]), str(report["head_position"]), result)
+            result = f"[red]broken at position {report['first_broken_position']}[/red]"
+            sentences.append(f"{service}: {report['reason']}")
+        witnessed = report.get("witnesses") or {}
+        cells = [_witness_cell(witnessed, sentences, service, "witnesses")]
+        if exported:
+            found = _check_file(api, service, exported.get(service, []), Path(args.checkpoints))
+            if not found["agrees"] and report["intact"]:
+                broken += 1  # (a broken log is counted once)
+            cells.append(_witness_cell(found, sentences, service, "the exported file"))
+        table.add_row(
+            service, str(report["events_checked"]), str(report["head_position"]), result, *cells
+        )
     console.print(table)
+    for sentence in dict.fromkeys(sentences):
+        console.print(escape(sentence), soft_wrap=True, highlight=False)
     return 1 if broken else 0
+
+
+#: Checkpoints sent in one request (the service refuses more).
+CHECKPOINTS_PER_REQUEST = 1000
+
+
+def _check_file(
+    api: Api, service: str, entries: list[dict[str, Any]], path: Path
+) -> dict[str, Any]:
+    """The service's log compared with the file's checkpoints of it, a request per chunk."""
+    combined: dict[str, Any] = {
+        "witnesses": [],
+        "unreachable": [],
+        "checkpoints_checked": 0,
+        "agreed_through": 0,
+        "agrees": True,
+        "first_disagreement": None,
+    }
+    for start in range(0, len(entries), CHECKPOINTS_PER_REQUEST):
+        chunk = entries[start : start + CHECKPOINTS_PER_REQUEST]
+        found = api.json(
+            service,
+            "POST",
+            "/v1/audit/verify/checkpoints",
+            json={"source": f"the exported file {path.name}", "checkpoints": chunk},
+        )
+        combined["witnesses"] = sorted({*combined["witnesses"], *found["witnesses"]})
+        combined["checkpoints_checked"] += found["checkpoints_checked"]
+        combined["agreed_through"] = max(combined["agreed_through"], found["agreed_through"])
+        if not found["agrees"]:
+            combined["agrees"] = False
+            now, before = found["first_disagreement"], combined["first_disagreement"]
+            if before is None or (now["position"] or 0) < (before["position"] or 0):
+                combined["first_disagreement"] = now
+    return combined
+
+
+def _witness_cell(found: dict[str, Any], sentences: list[str], service: str, what: str) -> str:
+    if not found:
+        return ""
+    silent = found.get("unreachable") or []
+    unanswered = f"; [yellow]not answering: {escape(', '.join(silent))}[/yellow]" if silent else ""
+    if found["agrees"]:
+        checked = found["checkpoints_checked"]
+        if not checked:
+            return f"no checkpoint yet{unanswered}"
+        return (
+            f"[green]agree[/green]: {checked} checkpoints of {len(found['witnesses'])} "
+            f"({escape(', '.join(found['witnesses']))}), through size {found['agreed_through']}"
+            f"{unanswered}"
+        )
+    disagreement = found["first_disagreement"]
+    sentences.append(f"{service} against {what}: {disagreement['reason']}")
+    where = (
+        f"at position {disagreement['position']}"
+        if disagreement["position"] is not None
+        else "(a checkpoint that is not the service's)"
+    )
+    return f"[red]disagree {where}[/red] ({escape(disagreement['kind'])}){unanswered}"
+
+
+def checkpoints_export(api: Api, args: argparse.Namespace) -> int:
+    """Every service's checkpoint of its log as it is now, and every checkpoint each one
+    witnessed of the others, in one file an auditor keeps where no service can reach."""
+    entries: list[dict[str, Any]] = []
+    latest: dict[str, int] = {}
+    witnessed: Counter[str] = Counter()
+    for service in SERVICES:
+        answer = api.json(service, "GET", "/v1/audit/checkpoint", params={"fresh": "true"})
+        checkpoint = answer["checkpoint"]
+        latest[service] = checkpoint["tree_size"]
+        entries.append(
+            {
+                "witness": service,
+                "recorded_at": checkpoint["at"],
+                "position": None,
+                "consistent_with_size": None,
+                "checkpoint": checkpoint,
+            }
+        )
+    for witness in SERVICES:
+        after = 0
+        while True:
+            page = api.json(
+                witness, "GET", "/v1/audit/witnessed", params={"after": after, "limit": 10000}
+            )
+            entries += page["checkpoints"]
+            witnessed.update(item["checkpoint"]["service"] for item in page["checkpoints"])
+            if page.get("next_after") is None:
+                break
+            after = int(page["next_after"])
+    document = {
+        "format": FILE_FORMAT,
+        "exported_at": datetime.now(university_zone()).isoformat(timespec="seconds"),
+        "checkpoints": entries,
+    }
+    try:
+        Path(args.out).write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    except OSError as error:
+        raise Failure(f"cannot write {args.out}: {error}") from None
+    table = Table(title=escape(f"Checkpoints exported to {args.out}"))
+    for column in ("service", "its log now", "checkpoints of it witnessed by the others"):
+        table.add_column(column)
+    _print_table(table, ([s, f"size {latest[s]}", witnessed[s]] for s in SERVICES))
+    console.print(
+        "keep the file where no service can write; "
+        f"partyctl verify --checkpoints {escape(args.out)} compares every log with it"
+    )
+    return 0
 
 
 # -- ledger -------------------------------------------------------------------------------------
@@ -1020,7 +1154,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token")
     parser.add_argument("--token-file")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("verify", help="verify every service's hash chain")
+    ver = commands.add_parser(
+        "verify", help="verify every service's hash chain, signatures and witnessed checkpoints"
+    )
+    ver.add_argument(
+        "--checkpoints", metavar="FILE", help="also compare every log with an exported file"
+    )
+    cps = commands.add_parser("checkpoints", help="the services' signed checkpoints")
+    cps_actions = cps.add_subparsers(dest="action", required=True)
+    cpx = cps_actions.add_parser("export", help="every checkpoint, as one file to keep offline")
+    cpx.add_argument("--out", default="checkpoints.json")
     led = commands.add_parser("ledger", help="a member's score ledger, line by line")
     led.add_argument("member")
     led.add_argument("--period")
@@ -1091,12 +1234,15 @@ HANDLERS = {
     "elections": elections,
     "guides": guides,
     "export": export,
+    "checkpoints export": checkpoints_export,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    name = args.command + (f" {args.action}" if args.command == "regulation" else "")
+    name = args.command + (
+        f" {args.action}" if args.command in ("regulation", "checkpoints") else ""
+    )
     try:
         if args.command == "whatif":
             _check_whatif(args)

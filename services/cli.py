@@ -3,9 +3,11 @@
 party serve roster            # one service (HTTP, relay, consumer) on its port
 party serve all               # the four services, one process each
 party migrate all             # apply every schema's migrations (also done at start)
-party verify all              # hash-chain verification straight from PostgreSQL
+party verify all [--checkpoints FILE]   # chains, signatures, witnesses, from PostgreSQL
 party rebuild all             # fold each log again into its read models, compare with live
 party token --role auditor    # a development token (signed with PARTY_AUTH_SECRET)
+party keys list               # the signing keys (PARTY_KEYS_DIR); init, rotate, revoke
+                              # (--per-service-dirs: also DIR/{service}/ for each service)
 party contracts [--check]     # regenerate (or check) JSON Schema, AsyncAPI and OpenAPI
 """
 
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import cast
 
 from runtime.auth import ROLES, Role
@@ -31,6 +34,21 @@ from runtime.service import (
     token_authority,
 )
 from runtime.settings import Settings
+from runtime.signing import (
+    KeyFileError,
+    ensure_keys,
+    load_keyring,
+    private_key_path,
+    revoke_key,
+    rotate_key,
+)
+from runtime.witness import (
+    WitnessedCheckpoint,
+    as_fork,
+    check_log,
+    load_checkpoint_file,
+    witnessed_checkpoints,
+)
 from services.registry import SERVICES, resolve
 
 
@@ -106,21 +124,78 @@ async def _migrate(names: list[str]) -> int:
     return 0
 
 
-async def _verify(names: list[str]) -> int:
-    settings = Settings()
+async def _verify(
+    names: list[str],
+    checkpoints_file: str | None = None,
+    *,
+    settings: Settings | None = None,
+    schemas: dict[str, str] | None = None,
+) -> int:
+    """Each log's chain and signatures, then the log against every checkpoint of it the other
+    services recorded in their logs (read from their schemas) and, given one, an exported file.
+    `schemas` names each service's schema when they are not the settings' (tests)."""
+    settings = settings or Settings()
+
+    def schema_of(service: str) -> str:
+        return (schemas or {}).get(service) or settings.schema_for(service)
+
+    exported: list[WitnessedCheckpoint] = []
+    if checkpoints_file:
+        try:
+            exported = load_checkpoint_file(Path(checkpoints_file))
+        except ValueError as error:
+            print(f"party verify: {error}", file=sys.stderr)
+            return 2
     pool = await connect_database(settings)
     broken = 0
     try:
+        keyring = load_keyring(Path(settings.keys_dir))
         for definition in resolve(names):
-            report = await verify_chain(pool, settings.schema_for(definition.name))
+            name = definition.name
+            schema = schema_of(name)
+            report = await verify_chain(pool, schema, keyring=keyring, source=name)
             if report.intact:
-                print(f"{definition.name}: intact, {report.events_checked} events checked")
+                print(
+                    f"{name}: intact, {report.events_checked} events checked, "
+                    f"signed through position {report.signed_through}"
+                )
             else:
                 broken += 1
                 print(
-                    f"{definition.name}: BROKEN at position {report.first_broken_position}: "
+                    f"{name}: BROKEN at position {report.first_broken_position}: "
                     f"{report.reason} ({report.events_checked} events verified before it)"
                 )
+            found: list[WitnessedCheckpoint] = []
+            witnesses: list[str] = []
+            for other in SERVICES:
+                other_schema = schema_of(other)
+                if other == name or other_schema == schema:
+                    continue
+                if await pool.fetchval("SELECT to_regclass($1)::text", f'"{other_schema}".events'):
+                    found += await witnessed_checkpoints(pool, other_schema, other, of=name)
+                    witnesses.append(other)
+            mine = [e for e in exported if e.checkpoint.service == name]
+            if checkpoints_file:
+                witnesses.append(f"the file {Path(checkpoints_file).name}")
+            checked = await check_log(
+                pool, schema, name, [*found, *mine], keyring, witnesses=witnesses
+            )
+            if checked.disagreement is None:
+                print(
+                    f"  witnesses ({', '.join(witnesses) or 'none'}): "
+                    f"{checked.checkpoints_checked} checkpoints agree, through size "
+                    f"{checked.agreed_through}"
+                )
+                continue
+            if report.intact:
+                broken += 1
+            disagreement = as_fork(checked.disagreement, report.intact, name)
+            where = (
+                f"at position {disagreement.position}"
+                if disagreement.position is not None
+                else "(a checkpoint that is not the service's)"
+            )
+            print(f"  witnesses DISAGREE {where} ({disagreement.kind}): {disagreement.reason}")
     finally:
         await pool.close()
     return 1 if broken else 0
@@ -166,12 +241,82 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    keys_dir = Path(args.keys_dir or Settings().keys_dir)
+    try:
+        if args.action == "init":
+            for service, key_id in ensure_keys(keys_dir, args.services or list(SERVICES)).items():
+                print(f"{service}: key {key_id} in {keys_dir}")
+        elif args.action == "rotate":
+            for service in args.services:
+                old, new = rotate_key(keys_dir, service)
+                print(
+                    f"{service}: new key {new} (the old {old} is kept, retired); restart "
+                    f"{service}: it records the rotation in its log and signs with the new key"
+                )
+        elif args.action == "revoke":
+            if len(args.services) != 2 or args.after is None:
+                print("party keys revoke SERVICE KEY_ID --after POSITION", file=sys.stderr)
+                return 2
+            service, key_id = args.services
+            revoke_key(keys_dir, service, key_id, args.after)
+            print(f"{service}: key {key_id} verifies nothing after position {args.after}")
+        else:
+            ring = load_keyring(keys_dir)
+            for service in ring.services():
+                for key in ring.keys[service].values():
+                    revoked = (
+                        f", revoked after position {key.revoked_after}"
+                        if key.revoked_after is not None
+                        else ""
+                    )
+                    print(f"{service}: {key.key_id}{revoked}")
+    except KeyFileError as error:
+        print(f"party keys: {error}", file=sys.stderr)
+        return 2
+    if args.per_service_dirs and args.action != "list":
+        _per_service_dirs(keys_dir)
+    return 0
+
+
+def _per_service_dirs(keys_dir: Path) -> None:
+    """`{keys_dir}/{service}/` for each service: its own private key and every service's public
+    keys file, and nothing else — the one key directory that service is given (compose mounts
+    one volume per service). Files are replaced whole, so a running service never reads half
+    of one."""
+    public = sorted(keys_dir.glob("*.keys.json"))
+    for service in SERVICES:
+        target = keys_dir / service
+        target.mkdir(mode=0o700, exist_ok=True)
+        private = private_key_path(keys_dir, service)
+        files = [(private, 0o600)] if private.exists() else []
+        for source, mode in [*files, *((path, 0o644) for path in public)]:
+            temporary = target / f".{source.name}.new"
+            temporary.unlink(missing_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(source.read_bytes())
+            os.replace(temporary, target / source.name)
+        print(f"{service}: its private key and {len(public)} public key files in {target}")
+
+
 async def _provision(
-    user_prefix: str, passwords: dict[str, str] | None
+    user_prefix: str,
+    passwords: dict[str, str] | None,
+    keys_dir: str | None = None,
+    *,
+    keys: bool = True,
+    per_service_dirs: bool = False,
 ) -> dict[str, dict[str, str]]:
     from services.provision import new_credentials, provision_database, provision_redis
 
     settings = Settings()
+    if keys:
+        directory = Path(keys_dir or settings.keys_dir)
+        for service, key_id in ensure_keys(directory, SERVICES).items():
+            print(f"{service}: signing key {key_id}")
+        if per_service_dirs:
+            _per_service_dirs(directory)
     definitions = resolve(["all"])
     pool = await connect_database(settings)
     try:
@@ -202,7 +347,14 @@ def _provision_command(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"party provision: {error}", file=sys.stderr)
             return 2
-    return _write_credentials(args.out, asyncio.run(_provision(args.user_prefix, passwords)))
+    credentials = _provision(
+        args.user_prefix,
+        passwords,
+        args.keys_dir,
+        keys=not args.no_keys,
+        per_service_dirs=args.per_service_dirs,
+    )
+    return _write_credentials(args.out, asyncio.run(credentials))
 
 
 def _write_credentials(out: str, credentials: dict[str, dict[str, str]]) -> int:
@@ -237,8 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("services", nargs="+", help="roster, activities, scoring, notify or all")
     mig = commands.add_parser("migrate", help="apply migrations")
     mig.add_argument("services", nargs="+")
-    ver = commands.add_parser("verify", help="verify hash chains")
+    ver = commands.add_parser("verify", help="verify hash chains, signatures and witnesses")
     ver.add_argument("services", nargs="*", default=["all"])
+    ver.add_argument(
+        "--checkpoints", metavar="FILE", help="also compare with a `partyctl checkpoints export`"
+    )
     reb = commands.add_parser("rebuild", help="fold each log again into its read models, compare")
     reb.add_argument("services", nargs="*", default=["all"])
     tok = commands.add_parser("token", help="issue a development token")
@@ -256,6 +411,27 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="take each service's password from PARTY_PASSWORD_<SERVICE> instead of random ones",
     )
+    pro.add_argument("--keys-dir", help="where the signing keys go (default PARTY_KEYS_DIR)")
+    pro.add_argument(
+        "--per-service-dirs",
+        action="store_true",
+        help="also write DIR/{service}/: that service's private key and every public key file",
+    )
+    pro.add_argument(
+        "--no-keys",
+        action="store_true",
+        help="leave the signing keys alone (the operator provisions them: Kubernetes)",
+    )
+    keys = commands.add_parser("keys", help="the services' signing keys")
+    keys.add_argument("action", choices=["list", "init", "rotate", "revoke"])
+    keys.add_argument("services", nargs="*", help="services (revoke: SERVICE KEY_ID)")
+    keys.add_argument("--after", type=int, help="revoke: the last position the key still signs")
+    keys.add_argument("--keys-dir", help="default PARTY_KEYS_DIR")
+    keys.add_argument(
+        "--per-service-dirs",
+        action="store_true",
+        help="then refresh DIR/{service}/: that service's private key and every public key file",
+    )
     con = commands.add_parser("contracts", help="regenerate the published documents")
     con.add_argument("--check", action="store_true", help="only list stale documents")
     args = parser.parse_args(argv)
@@ -265,13 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return asyncio.run(_migrate(args.services))
     if args.command == "verify":
-        return asyncio.run(_verify(args.services))
+        return asyncio.run(_verify(args.services, args.checkpoints))
     if args.command == "rebuild":
         return asyncio.run(_rebuild(args.services))
     if args.command == "token":
         return _token(args)
     if args.command == "provision":
         return _provision_command(args)
+    if args.command == "keys":
+        return _keys(args)
     return _contracts(args.check)
 
 

@@ -1,9 +1,11 @@
-"""Least privilege for each service (DESIGN §6): a PostgreSQL role per service that can read
-and append to its own event log but never change or delete a row of it, and a Redis ACL user
-per service that can publish only its own families and only read (as a consumer group) the
-families it consumes.
+"""Least privilege for each service (DESIGN §6, §9): a PostgreSQL role per service that can
+read its own event log and append to it only through the store's functions (which take the
+position and the previous hash from the database), never change or delete a row, nor write
+the chain head; a Redis ACL user per service that can publish only its own log and families and
+only read (as a consumer group) the logs of the services it consumes; and a signing key per
+service, beside the credentials, never in PostgreSQL or Redis.
 
-    party provision [--env-file .run/services.env]   # as the database and Redis admin
+    party provision [--out .run/credentials.json] [--keys-dir .run/keys]  # as the admin
 
 Run after the migrations (the roles get rights on the tables that exist).
 """
@@ -18,15 +20,14 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import redis.asyncio as redis
 
+from contracts.catalogue import families_of
 from runtime.eventstore.schema import quote_schema
-from runtime.service import ServiceDefinition
+from runtime.service import ServiceDefinition, producers_of
 
-#: The event families each service publishes (and nobody else).
+#: The event families each service publishes (and nobody else), with the audit family every
+#: service writes its own of.
 PRODUCES: dict[str, tuple[str, ...]] = {
-    "roster": ("member",),
-    "activities": ("activity", "attendance", "report"),
-    "scoring": ("score",),
-    "notify": ("deadline",),
+    name: families_of(name) for name in ("roster", "activities", "scoring", "notify")
 }
 
 #: Commands a consumer needs on a stream it reads: never XADD, XDEL, XTRIM or DEL.
@@ -62,15 +63,15 @@ class Credentials:
 
 
 def consumed(definition: ServiceDefinition) -> tuple[str, ...]:
-    families = [*definition.consumes, *(["member"] if definition.uses_directory else [])]
-    return tuple(dict.fromkeys(f for f in families if f not in PRODUCES[definition.name]))
+    """The producers whose log streams the service reads."""
+    return tuple(producers_of(definition))
 
 
 def redis_rules(definition: ServiceDefinition, prefix: str, password: str) -> list[str]:
     """The ACL SETUSER rules of a service's Redis user."""
     name = definition.name
     own = [f"~{prefix}:{family}" for family in PRODUCES[name]]
-    own += [f"~{prefix}:relay:{name}", f"~{prefix}:deadletter:{name}"]
+    own += [f"~{prefix}:log:{name}", f"~{prefix}:relay:{name}", f"~{prefix}:deadletter:{name}"]
     if name == "notify":
         own += [f"~{prefix}:notifications", f"~{prefix}:notified:*"]
     rules = [
@@ -89,7 +90,7 @@ def redis_rules(definition: ServiceDefinition, prefix: str, password: str) -> li
     ]
     reads = consumed(definition)
     if reads:
-        keys = " ".join(f"~{prefix}:{family}" for family in reads)
+        keys = " ".join(f"~{prefix}:log:{producer}" for producer in reads)
         rules.append(f"({keys} {' '.join(CONSUMER_COMMANDS)})")
     return rules
 
@@ -143,19 +144,35 @@ async def provision_database(
                 )
             ]
             for table in tables:
-                if table == "events":
-                    # The log: read and append, nothing else (DESIGN §6).
-                    await conn.execute(f"REVOKE ALL ON {schema}.events FROM {role}")
-                    await conn.execute(f"GRANT SELECT, INSERT ON {schema}.events TO {role}")
+                if table in APPEND_ONLY_TABLES:
+                    # The log and its head: read; appends only through the functions below.
+                    await conn.execute(f"REVOKE ALL ON {schema}.{table} FROM {role}")
+                    await conn.execute(f"GRANT SELECT ON {schema}.{table} TO {role}")
                 else:
                     await conn.execute(
                         f'GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {schema}."{table}" '
                         f"TO {role}"
                     )
+            await conn.execute(
+                f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC, {role}"
+            )
+            for function in APPEND_FUNCTIONS:
+                await conn.execute(f"GRANT EXECUTE ON FUNCTION {schema}.{function} TO {role}")
             urls[definition.name] = _with_user(admin_dsn, c.user, c.password)
     finally:
         await conn.close()
     return urls
+
+
+#: Tables a service's role reads but never writes: its log and the head of its chain.
+APPEND_ONLY_TABLES = frozenset({"events", "chain_head"})
+#: How the role appends instead (runtime/eventstore/sql/0003_signed_log.sql).
+APPEND_FUNCTIONS = (
+    "lock_chain_head()",
+    "append_log(bigint[], uuid[], text[], integer[], text[], integer[], text[], "
+    "timestamptz[], timestamptz[], text[], text[], uuid[], uuid[], jsonb[], text[], text[], "
+    "text[], text[])",
+)
 
 
 def new_credentials(

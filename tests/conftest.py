@@ -79,7 +79,10 @@ async def schema(pool: asyncpg.Pool, schema_name: str) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def store(pool: asyncpg.Pool, schema: str) -> AsyncIterator[EventStore]:
-    store = EventStore(pool, schema)
+    """The log of a stand-in `activities`, signed with the session's activities key."""
+    from tests.support.keys import signer
+
+    store = EventStore(pool, schema, signer=signer("activities"), source="activities")
     try:
         yield store
     finally:

@@ -8,6 +8,7 @@ from contracts.events.activity import (
     ExpenseRecorded,
 )
 from contracts.events.attendance import AttendanceCorrected, AttendanceRecorded
+from contracts.events.audit import CheckpointWitnessed, SigningKeyRotated
 from contracts.events.deadline import (
     DeadlineMet,
     DeadlineMissed,
@@ -69,6 +70,7 @@ __all__ = [
     "AttendanceRecorded",
     "BudgetPlanned",
     "CategoryChanged",
+    "CheckpointWitnessed",
     "CommitteeElected",
     "DeadlineMet",
     "DeadlineMissed",
@@ -103,6 +105,7 @@ __all__ = [
     "ScoreAdjusted",
     "ScoreAwarded",
     "ScoreDeducted",
+    "SigningKeyRotated",
     "SpaceAssigned",
     "UnitRegistered",
 ]

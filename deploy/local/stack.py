@@ -329,6 +329,8 @@ def _provision(state: State, run_dir: Path) -> dict[str, dict[str, str]]:
             str(out),
             "--user-prefix",
             state.user_prefix,
+            "--keys-dir",
+            str(run_dir / "keys"),
         ],
         env=_admin_env(state),
         capture_output=True,
@@ -336,7 +338,9 @@ def _provision(state: State, run_dir: Path) -> dict[str, dict[str, str]]:
     )
     if result.returncode != 0:
         raise StackError(f"provisioning failed:\n{result.stdout}{result.stderr}")
-    _say("migrations applied; a PostgreSQL role and a Redis ACL user for each service")
+    _say(
+        "migrations applied; a PostgreSQL role, a Redis ACL user and a signing key for each service"
+    )
     credentials: dict[str, dict[str, str]] = json.loads(out.read_text())
     return credentials
 
@@ -344,6 +348,7 @@ def _provision(state: State, run_dir: Path) -> dict[str, dict[str, str]]:
 def _start_services(
     state: State, credentials: dict[str, dict[str, str]], port_base: int, logs: Path
 ) -> None:
+    urls = {name: f"http://127.0.0.1:{port_base + n}" for n, name in enumerate(SERVICES)}
     for offset, name in enumerate(SERVICES):
         port = port_base + offset
         env = {
@@ -354,6 +359,9 @@ def _start_services(
             "PARTY_MIGRATE_ON_START": "false",
             "PARTY_HTTP_PORT": str(port),
             "PARTY_LOG_FORMAT": "json",
+            "PARTY_KEYS_DIR": str(logs.parent / "keys"),
+            "PARTY_CREATE_MISSING_KEY": "false",
+            "PARTY_SERVICE_URLS": json.dumps(urls),
         }
         with open(logs / f"{name}.log", "ab") as log:
             process = subprocess.Popen(

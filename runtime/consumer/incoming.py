@@ -1,4 +1,6 @@
-"""An event as a consumer receives it from a stream, validated against the contracts."""
+"""An event as a consumer receives it — from a stream entry or from its producer's record —
+validated against the contracts, with what is needed to believe it: the hash recomputed from
+its canonical bytes, and the producer's signature when it is the last event of a commit."""
 
 from __future__ import annotations
 
@@ -8,6 +10,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
+
+from contracts.canonical import envelope_hash
 from contracts.catalogue import CATALOGUE, Catalogue
 from contracts.envelope import Envelope, EventPayload
 from contracts.errors import ContractViolation, FieldError
@@ -20,6 +25,10 @@ class IncomingEvent:
     payload: EventPayload
     source: str  # the producing service
     position: int  # in the producing service's log
+    signature: str | None = None
+    key_id: str | None = None
+    #: The hash of the envelope's canonical bytes as received (None: not computed).
+    computed_hash: str | None = None
 
     @property
     def event_id(self) -> UUID:
@@ -41,15 +50,79 @@ class IncomingEvent:
     def branch_id(self) -> str | None:
         return self.envelope.branch_id
 
+    @property
+    def hash(self) -> str:
+        return self.envelope.hash
+
+    @property
+    def prev_hash(self) -> str:
+        return self.envelope.prev_hash
+
+
+def canonical_hash(raw_envelope: bytes) -> str:
+    """The hash the producer computed, if the envelope is what it recorded."""
+    document = orjson.loads(raw_envelope)
+    if not isinstance(document, dict):
+        raise ContractViolation("invalid envelope", [FieldError("envelope", "not an object")])
+    document.pop("hash", None)
+    return envelope_hash(document)
+
+
+def parse_envelope_bytes(
+    raw: bytes,
+    source: str,
+    position: int,
+    signature: str | None = None,
+    key_id: str | None = None,
+    catalogue: Catalogue = CATALOGUE,
+) -> IncomingEvent:
+    envelope, payload = catalogue.parse_envelope(raw)
+    return IncomingEvent(
+        envelope, payload, source, position, signature, key_id, canonical_hash(raw)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    """Just enough of an entry to follow the chain to a signature (a look ahead on the
+    stream): its place, its hashes, its signature. Not validated further: never applied."""
+
+    source: str
+    position: int
+    hash: str
+    prev_hash: str
+    computed_hash: str
+    signature: str | None
+    key_id: str | None
+
+
+def chain_link(fields: Mapping[Any, Any]) -> ChainLink:
+    entry = decode_entry(fields)
+    document = orjson.loads(entry.envelope)
+    if not isinstance(document, dict):
+        raise ContractViolation("invalid envelope", [FieldError("envelope", "not an object")])
+    claimed = str(document.pop("hash", ""))
+    return ChainLink(
+        entry.source,
+        entry.position,
+        claimed,
+        str(document.get("prev_hash", "")),
+        envelope_hash(document),
+        entry.signature,
+        entry.key_id,
+    )
+
 
 def parse_entry(fields: Mapping[Any, Any], catalogue: Catalogue = CATALOGUE) -> IncomingEvent:
     """Decode and validate one stream entry; raise ContractViolation naming what is wrong."""
     entry = decode_entry(fields)
     catalogue.spec(entry.type)  # an unknown type is refused before its envelope is read
-    envelope, payload = catalogue.parse_envelope(entry.envelope)
-    if envelope.type != entry.type or envelope.event_id != entry.event_id:
+    event = parse_envelope_bytes(
+        entry.envelope, entry.source, entry.position, entry.signature, entry.key_id, catalogue
+    )
+    if event.type != entry.type or event.event_id != entry.event_id:
         raise ContractViolation(
             "stream entry disagrees with its envelope",
             [FieldError("type/event_id", "routing fields differ from the envelope")],
         )
-    return IncomingEvent(envelope, payload, entry.source, entry.position)
+    return event

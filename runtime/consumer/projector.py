@@ -1,7 +1,10 @@
 """Applying events to projections exactly once in effect.
 
 The ids of applied events go into the inbox table in the same transaction as the projection
-change, so a redelivered event (at-least-once transport) changes nothing the second time.
+change, so a redelivered event (at-least-once transport) changes nothing the second time. The
+inbox keeps each event's place in its producer's chain, and each producer's cursor — the
+position up to which everything has been applied, each event linking to the one before — moves
+in the same transaction: a gap, or two signed events at one place (a fork), stops it.
 """
 
 from __future__ import annotations
@@ -12,9 +15,17 @@ from typing import Protocol
 
 import asyncpg
 
+from contracts.canonical import GENESIS_HASH
 from runtime.consumer.incoming import IncomingEvent
 from runtime.db import Connection
 from runtime.eventstore.schema import quote_schema
+from runtime.logs import get_logger
+from runtime.metrics import CONSUMER_FORKS
+
+log = get_logger("projector")
+
+#: How many inbox rows one cursor advance looks at (the rest: next batch).
+CURSOR_WALK = 20_000
 
 
 class Projection(Protocol):
@@ -31,6 +42,17 @@ class Projection(Protocol):
     async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None: ...
 
 
+def projection_lock_key(schema: str) -> str:
+    return f"{schema}:projector"
+
+
+async def lock_projections(conn: Connection, schema: str) -> None:
+    """Wait for the consumer's projections of this schema to be between batches, and keep them
+    there until the transaction ends: for work outside the consumer that rewrites what they
+    write (scoring re-scoring under a new regulation version)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", projection_lock_key(schema))
+
+
 class Projector:
     """`eager` projections must be idempotent (applying an event twice changes nothing): they
     are applied, and committed, before the others, so that what the others do outside their
@@ -43,12 +65,14 @@ class Projector:
         schema: str,
         projections: Sequence[Projection],
         eager: Sequence[Projection] = (),
+        service: str | None = None,
     ) -> None:
+        self._service = service or schema
         self._pool = pool
         self._s = quote_schema(schema)
         self.projections = tuple(projections)
         self.eager = tuple(eager)
-        self._lock_key = f"{schema}:projector"
+        self._lock_key = projection_lock_key(schema)
         self._one_at_a_time = asyncio.Lock()
 
     async def apply(self, events: Sequence[IncomingEvent]) -> int:
@@ -71,12 +95,14 @@ class Projector:
         async with self._one_at_a_time, self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._lock_key)
             rows = await conn.fetch(
-                f"INSERT INTO {self._s}.inbox (event_id, source, position) "
-                "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) "
-                "ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                f"INSERT INTO {self._s}.inbox (event_id, source, position, hash, prev_hash) "
+                "SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], "
+                "$5::text[]) ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
                 [e.event_id for e in batch],
                 [e.source for e in batch],
                 [e.position for e in batch],
+                [e.hash for e in batch],
+                [e.prev_hash for e in batch],
             )
             fresh_ids = {row["event_id"] for row in rows}
             fresh = [e for e in batch if e.event_id in fresh_ids]
@@ -84,4 +110,61 @@ class Projector:
                 mine = [e for e in fresh if e.type in projection.event_types]
                 if mine:
                     await projection.apply(conn, mine)
+            for source in sorted({e.source for e in fresh}):
+                await self._advance(conn, source)
         return len(fresh)
+
+    async def _advance(self, conn: Connection, source: str) -> None:
+        row = await conn.fetchrow(
+            f"SELECT position, hash FROM {self._s}.producer_cursors WHERE source = $1", source
+        )
+        position, last_hash = (row["position"], row["hash"]) if row else (0, GENESIS_HASH)
+        start = position
+        for entry in await conn.fetch(
+            f"SELECT position, hash, prev_hash FROM {self._s}.inbox WHERE source = $1 "
+            "AND position > $2 ORDER BY position LIMIT $3",
+            source,
+            position,
+            CURSOR_WALK,
+        ):
+            if entry["position"] != position + 1:
+                break
+            if entry["prev_hash"] is not None and entry["prev_hash"] != last_hash:
+                CONSUMER_FORKS.labels(self._service, source).inc()
+                log.error(
+                    "two signed histories of one log: an event does not link to the one before",
+                    producer=source,
+                    position=entry["position"],
+                )
+                break
+            position, last_hash = entry["position"], entry["hash"] or last_hash
+        if position != start:
+            await conn.execute(
+                f"INSERT INTO {self._s}.producer_cursors (source, position, hash) "
+                "VALUES ($1, $2, $3) ON CONFLICT (source) DO UPDATE SET "
+                "position = EXCLUDED.position, hash = EXCLUDED.hash, updated_at = now()",
+                source,
+                position,
+                last_hash,
+            )
+
+    async def applied_hashes(self, source: str, positions: Sequence[int]) -> dict[int, str]:
+        """The hashes of the events of `source` already applied at these positions."""
+        rows = await self._pool.fetch(
+            f"SELECT position, hash FROM {self._s}.inbox WHERE source = $1 "
+            "AND position = ANY($2::bigint[]) AND hash IS NOT NULL",
+            source,
+            list(positions),
+        )
+        return {r["position"]: r["hash"] for r in rows}
+
+    async def cursors(self, producers: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Each producer's cursor and the highest position applied (a gap lies between)."""
+        rows = await self._pool.fetch(
+            f"SELECT p.source, coalesce((SELECT c.position FROM {self._s}.producer_cursors c "
+            "WHERE c.source = p.source), 0) AS cursor, coalesce((SELECT max(i.position) FROM "
+            f"{self._s}.inbox i WHERE i.source = p.source), 0) AS highest "
+            "FROM unnest($1::text[]) AS p(source)",
+            list(producers),
+        )
+        return {r["source"]: (int(r["cursor"]), int(r["highest"])) for r in rows}

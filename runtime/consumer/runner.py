@@ -1,4 +1,5 @@
-"""The consumer runtime: a service's consumer group on each family stream it reads (FastStream).
+"""The consumer runtime: a service's consumer group on the log stream of each producer it
+reads (FastStream), and what it believes of them (runtime.consumer.trust).
 
 For every stream two FastStream subscribers share the group and the process's consumer name:
 the reader takes new entries in batches (XREADGROUP), the reclaimer takes entries left pending
@@ -12,7 +13,12 @@ dependency is down. A consumer never stalls on one bad entry:
 * an entry whose projection fails is retried by redelivery and dead-lettered when it fails on
   its `max_deliveries`-th delivery;
 * a failure of PostgreSQL or Redis is never the entry's fault: it stays pending, nothing is
-  dead-lettered.
+  dead-lettered;
+* an entry the producer did not record and sign (forged, misrouted, unsigned) is dead-lettered
+  with the reason and counts nowhere; one that cannot be settled now (its producer's record is
+  unreachable) stays pending;
+* what Redis never delivers (trimmed, taken by another reader, never published) is found by
+  comparing what was applied with what the producer has, and read from its record.
 
 FastStream facts this relies on (see FASTSTREAM.md): groups are created here at id 0 before the
 subscribers start, never through `last_id`; the default parser chokes on bytes that are not
@@ -38,18 +44,27 @@ from redis.exceptions import ResponseError
 
 from contracts.catalogue import CATALOGUE, Catalogue
 from contracts.errors import ContractViolation
-from contracts.wire import dead_letter_key, stream_key
+from contracts.wire import dead_letter_key, log_stream_key
 from runtime.clock import Clock, utc_now
-from runtime.consumer.incoming import IncomingEvent, parse_entry
+from runtime.consumer.incoming import ChainLink, IncomingEvent, chain_link, parse_entry
+from runtime.consumer.records import ProducerRecord, RecordUnavailable
+from runtime.consumer.trust import PEEK_PAGE, Verifier
 from runtime.errors import is_transient
 from runtime.logs import get_logger
 from runtime.metrics import (
+    CONSUMER_BEHIND,
+    CONSUMER_FORKS,
+    CONSUMER_CURSOR,
     CONSUMER_LAG,
     CONSUMER_PENDING,
     DEAD_LETTERS,
     DUPLICATES_SKIPPED,
+    ENTRIES_REFUSED,
     EVENTS_CONSUMED,
+    GAPS_FILLED,
+    UNVERIFIED_PENDING,
 )
+from runtime.signing import KeyRing
 
 log = get_logger("consumer")
 
@@ -70,6 +85,15 @@ class ConsumerOptions:
     reclaim_idle_ms: int = 30_000
     max_deliveries: int = 5
     watchdog_seconds: float = 1.0
+    #: A producer position known (on the stream, in the inbox, at the producer) and not
+    #: applied for this long, with the cursor not moving, is a gap: read from the record.
+    gap_grace_seconds: float = 5.0
+
+
+#: Where a consumer finds what it has applied of each producer (runtime.consumer.projector).
+Cursors = Callable[[Sequence[str]], Awaitable[dict[str, tuple[int, int]]]]
+#: The hashes of what it has applied of a producer at some positions.
+Applied = Callable[[str, Sequence[int]], Awaitable[dict[int, str]]]
 
 
 async def _raw_parser(message: Any) -> StreamMessage[Any]:
@@ -89,9 +113,13 @@ class EventConsumer:
         redis_url: str,
         redis_client: redis.Redis,
         prefix: str,
-        families: Sequence[str],
+        producers: Sequence[str],
         handler: BatchHandler,
         consumer_name: str,
+        keyring: Callable[[], KeyRing],
+        records: Mapping[str, ProducerRecord] | None = None,
+        cursors: Cursors | None = None,
+        applied: Applied | None = None,
         options: ConsumerOptions | None = None,
         catalogue: Catalogue = CATALOGUE,
         clock: Clock = utc_now,
@@ -105,7 +133,18 @@ class EventConsumer:
         self._catalogue = catalogue
         self._clock = clock
         self._dead_letters = dead_letter_key(prefix, service)
-        self.streams = [stream_key(prefix, family) for family in families]
+        self._cursors = cursors
+        self._applied = applied
+        self.producers = list(producers)
+        self.streams = [log_stream_key(prefix, producer) for producer in producers]
+        self._producer_of = dict(zip(self.streams, self.producers, strict=True))
+        self.verifiers = {
+            producer: Verifier(producer, keyring, (records or {}).get(producer), catalogue)
+            for producer in producers
+        }
+        #: producer → (cursor, since when it has not moved, when the producer was last asked)
+        self._stuck: dict[str, tuple[int, float, float]] = {}
+        self._held: dict[str, set[bytes]] = {stream: set() for stream in self.streams}
         self.broker = RedisBroker(
             redis_url, logger=logging.getLogger(f"faststream.{service}"), log_level=logging.DEBUG
         )
@@ -187,6 +226,7 @@ class EventConsumer:
                         await subscriber.start()
                 if ticks % OBSERVE_GROUPS_EVERY_TICKS == 0:
                     await self._observe_groups()
+                await self.find_gaps()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the watchdog must outlive a Redis outage
@@ -234,31 +274,199 @@ class EventConsumer:
         reclaimed: bool,
     ) -> None:
         deliveries = await self._delivery_counts(stream, entry_ids) if reclaimed else {}
-        valid: list[_Entry] = []
-        done: list[bytes] = []
+        parsed: list[_Entry] = []
+        finished: list[bytes] = []  # dead-lettered: acknowledged whatever happens next
         for entry_id, fields in zip(entry_ids, entries, strict=True):
             try:
-                valid.append(_Entry(entry_id, fields, parse_entry(fields, self._catalogue)))
+                parsed.append(_Entry(entry_id, fields, parse_entry(fields, self._catalogue)))
             except ContractViolation as violation:
                 await self._dead_letter(
                     stream, entry_id, fields, str(violation), deliveries.get(entry_id, 1)
                 )
-                done.append(entry_id)
-        if valid:
+                finished.append(entry_id)
+        believed = await self._believe(stream, parsed, entry_ids, finished, deliveries)
+        held = self._held.get(stream, set())
+        settled = [e.entry_id for e in parsed if e.entry_id not in held]
+        if believed:
             try:
-                await self._apply(stream, [entry.event for entry in valid])
-                done.extend(entry.entry_id for entry in valid)
+                await self._apply(stream, believed)
+                finished.extend(settled)
             except Exception as error:
                 if is_transient(error):
                     log.warning(
                         "dependency unavailable; entries stay pending",
                         error=repr(error),
-                        entries=len(valid),
+                        entries=len(believed),
                     )
                 else:
-                    done.extend(await self._apply_one_by_one(stream, valid, deliveries))
-        if done:
-            await self._redis.xack(stream, self.group, *done)
+                    finished.extend(
+                        await self._apply_one_by_one(stream, parsed, believed, held, deliveries)
+                    )
+        else:
+            finished.extend(settled)
+        finished = list(dict.fromkeys(finished))
+        if finished:
+            await self._redis.xack(stream, self.group, *finished)
+
+    async def _believe(
+        self,
+        stream: str,
+        parsed: list[_Entry],
+        entry_ids: list[bytes],
+        done: list[bytes],
+        deliveries: dict[bytes, int],
+    ) -> list[IncomingEvent]:
+        """Judge the delivery; dead-letter what is refused; keep pending what is held."""
+        producer = self._producer_of[stream]
+        verifier = self.verifiers[producer]
+        last_id = max(entry_ids, key=_entry_order) if entry_ids else None
+
+        after = [last_id]  # where the look ahead has got to
+
+        async def peek(_: int) -> list[ChainLink]:
+            if after[0] is None:
+                return []
+            ahead: Any = await self._redis.xrange(stream, min=b"(" + after[0], count=PEEK_PAGE)
+            if ahead:
+                after[0] = ahead[-1][0]
+            links = []
+            for _entry_id, fields in ahead or ():
+                try:
+                    links.append(chain_link(fields))
+                except (ContractViolation, ValueError):
+                    continue
+            return links
+
+        verdict = await verifier.judge([entry.event for entry in parsed], peek)
+        if self._applied is not None and verdict.believed:
+            await self._refuse_forks(producer, verdict)
+        by_event = {entry.event.event_id: entry for entry in parsed}
+        for event, reason in verdict.refused:
+            entry = by_event.get(event.event_id)
+            if entry is None:
+                continue
+            ENTRIES_REFUSED.labels(self.service, producer, _reason_label(reason)).inc()
+            await self._dead_letter(
+                stream, entry.entry_id, entry.fields, reason, deliveries.get(entry.entry_id, 1)
+            )
+            done.append(entry.entry_id)
+        held_ids = {by_event[e.event_id].entry_id for e in verdict.held if e.event_id in by_event}
+        self._held[stream] = held_ids
+        UNVERIFIED_PENDING.labels(self.service, producer).set(len(held_ids))
+        if held_ids:
+            log.warning(
+                "entries not yet covered by a signature; they stay pending",
+                producer=producer,
+                entries=len(held_ids),
+            )
+        if verdict.from_record:
+            GAPS_FILLED.labels(self.service, producer).inc(verdict.from_record)
+        if verdict.bad_signatures:
+            ENTRIES_REFUSED.labels(self.service, producer, "bad_signature").inc(
+                verdict.bad_signatures
+            )
+        return verdict.believed
+
+    async def _refuse_forks(self, producer: str, verdict: Any) -> None:
+        """A signed event at a position where another was applied is a second history of the
+        producer's log (its key was used twice): refused, counted, never applied."""
+        assert self._applied is not None
+        known = await self._applied(producer, [e.position for e in verdict.believed])
+        keep = []
+        for event in verdict.believed:
+            applied_hash = known.get(event.position)
+            if applied_hash is not None and applied_hash != event.hash:
+                CONSUMER_FORKS.labels(self.service, producer).inc()
+                verdict.refused.append(
+                    (
+                        event,
+                        f"fork: another event of {producer} was applied at position "
+                        f"{event.position}",
+                    )
+                )
+            else:
+                keep.append(event)
+        verdict.believed = keep
+
+    # -- what Redis did not deliver -------------------------------------------------------------
+
+    async def find_gaps(self) -> None:
+        """Compare what was applied of each producer with what it is known to have (on its
+        stream, in the inbox, and now and then at the producer itself); read from its record
+        what has been missing, with the cursor not moving, for longer than the grace period —
+        at once when Redis has nothing more to deliver, later when it is still delivering (a
+        backlog is not a gap)."""
+        if self._cursors is None:
+            return
+        applied = await self._cursors(self.producers)
+        now = asyncio.get_running_loop().time()
+        grace = self._options.gap_grace_seconds
+        for stream, producer in self._producer_of.items():
+            cursor, highest = applied.get(producer, (0, 0))
+            known = max(highest, await self._stream_tail(stream))
+            verifier = self.verifiers[producer]
+            stuck_cursor, since, asked = self._stuck.get(producer, (cursor, now, now))
+            if stuck_cursor != cursor:
+                stuck_cursor, since = cursor, now
+            if known <= cursor and verifier.record is not None and now - asked >= 10 * grace:
+                # A publish that never happened leaves nothing on the stream to compare with:
+                # now and then, ask the producer itself.
+                asked = now
+                with contextlib.suppress(RecordUnavailable):
+                    known = max(known, await verifier.record.head())
+            self._stuck[producer] = (stuck_cursor, since, asked)
+            CONSUMER_CURSOR.labels(self.service, producer).set(cursor)
+            CONSUMER_BEHIND.labels(self.service, producer).set(max(0, known - cursor))
+            if known <= cursor:
+                continue
+            delivering = await self._still_delivering(stream)
+            if now - since < (6 * grace if delivering else grace):
+                continue
+            await self._fill(producer, cursor, known)
+            self._stuck[producer] = (cursor, now, asked)
+
+    async def _still_delivering(self, stream: str) -> bool:
+        """Whether Redis has entries for this group not yet delivered or not yet settled."""
+        for group in await self._redis.xinfo_groups(stream):
+            if _text(group["name"]) == self.group:
+                return bool(group.get("lag")) or bool(group.get("pending"))
+        return False
+
+    async def _stream_tail(self, stream: str) -> int:
+        last: Any = await self._redis.xrevrange(stream, count=1)
+        if not last:
+            return 0
+        try:
+            return int(last[0][1][b"position"])
+        except (KeyError, ValueError):
+            return 0
+
+    async def _fill(self, producer: str, cursor: int, known: int) -> None:
+        verifier = self.verifiers[producer]
+        if verifier.record is None:
+            log.error(
+                "events are missing and there is no record to read them from",
+                producer=producer,
+                applied_through=cursor,
+                known=known,
+            )
+            return
+        try:
+            events = await verifier.read_covered(cursor, min(known, cursor + 5000))
+        except RecordUnavailable as error:
+            log.warning("the producer's record cannot be read now", error=str(error))
+            return
+        if not events:
+            return
+        fresh = await self._handler(events)
+        GAPS_FILLED.labels(self.service, producer).inc(fresh)
+        log.warning(
+            "a gap was filled from the producer's record",
+            producer=producer,
+            after=cursor,
+            read=len(events),
+            applied=fresh,
+        )
 
     async def _apply(self, stream: str, events: Sequence[IncomingEvent]) -> None:
         fresh = await self._handler(events)
@@ -269,21 +477,26 @@ class EventConsumer:
     async def _apply_one_by_one(
         self,
         stream: str,
-        valid: list[_Entry],
+        parsed: list[_Entry],
+        believed: list[IncomingEvent],
+        held: set[bytes],
         deliveries: dict[bytes, int],
     ) -> list[bytes]:
-        """Isolate the entries that fail; return the ids that are finished with."""
+        """Isolate the events that fail; return the entry ids that are finished with."""
+        entry_of = {e.event.event_id: e for e in parsed}
         done: list[bytes] = []
-        for entry in valid:
+        for event in believed:
+            entry = entry_of.get(event.event_id)
             with structlog.contextvars.bound_contextvars(
-                event_id=str(entry.event.event_id),
-                correlation_id=str(entry.event.envelope.correlation_id),
+                event_id=str(event.event_id),
+                correlation_id=str(event.envelope.correlation_id),
             ):
                 try:
-                    await self._apply(stream, [entry.event])
-                    done.append(entry.entry_id)
+                    await self._apply(stream, [event])
+                    if entry is not None:
+                        done.append(entry.entry_id)
                 except Exception as error:
-                    if is_transient(error):
+                    if is_transient(error) or entry is None:
                         continue
                     count = deliveries.get(entry.entry_id, 1)
                     reason = f"{type(error).__name__}: {error}"
@@ -294,6 +507,13 @@ class EventConsumer:
                         log.warning(
                             "event failed; it will be redelivered", error=reason, delivery=count
                         )
+        believed_ids = {e.event_id for e in believed}
+        # Entries refused or duplicated in the delivery are finished with too.
+        done.extend(
+            e.entry_id
+            for e in parsed
+            if e.event.event_id not in believed_ids and e.entry_id not in held
+        )
         return done
 
     async def _delivery_counts(self, stream: str, entry_ids: list[bytes]) -> dict[bytes, int]:
@@ -341,3 +561,24 @@ class _Entry:
 
 def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _entry_order(entry_id: bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.decode().partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _reason_label(reason: str) -> str:
+    """A short, bounded label for a refusal (the full reason goes with the dead letter)."""
+    for needle, label in (
+        ("comes from", "wrong_source"),
+        ("does not produce", "wrong_family"),
+        ("does not hash", "bad_hash"),
+        ("has no position", "not_in_record"),
+        ("another event of", "fork"),
+        ("another event", "not_in_record"),
+        ("unsigned", "unsigned_in_record"),
+    ):
+        if needle in reason:
+            return label
+    return "other"

@@ -99,6 +99,9 @@ class RecordedEvent:
     data: dict[str, Any]
     hash: str
     prev_hash: str
+    #: The service's signature over this position and hash (the last event of each commit).
+    signature: str | None = None
+    key_id: str | None = None
 
     def canonical_document(self) -> dict[str, Any]:
         """The envelope without its hash: the bytes the hash covers (contracts.canonical)."""
@@ -220,6 +223,11 @@ class IdempotencyKeyReused(EventStoreError):
         super().__init__(
             f"idempotency key {key!r} was already used for a different command; use a new key"
         )
+
+
+class LogTampered(EventStoreError):
+    """The log's head was not written by the service (no valid signature of its own): the
+    store refuses to extend it, so that nothing appended beside it is ever signed over."""
 
 
 class UniqueClaimTaken(EventStoreError):

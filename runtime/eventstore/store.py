@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ from runtime.eventstore.models import (
     EventMetadata,
     IdempotencyKey,
     IdempotencyKeyReused,
+    LogTampered,
     RecordedEvent,
     StreamAppend,
     UniqueClaim,
@@ -39,8 +40,10 @@ from runtime.eventstore.models import (
     envelope_document,
 )
 from runtime.eventstore.schema import quote_schema
-from runtime.metrics import EVENTS_APPENDED
+from runtime.metrics import EVENTS_APPENDED, LOG_TAMPERED
+from runtime.signing import KeyRing, Signer
 
+#: The columns of the log; `signature` and `key_id` are set on the last event of each commit.
 EVENT_COLUMNS = (
     "position",
     "event_id",
@@ -58,6 +61,8 @@ EVENT_COLUMNS = (
     "data",
     "hash",
     "prev_hash",
+    "signature",
+    "key_id",
 )
 SELECT_EVENTS = ", ".join(c if c != "data" else "data::text AS data" for c in EVENT_COLUMNS)
 
@@ -85,6 +90,8 @@ def row_to_event(row: asyncpg.Record) -> RecordedEvent:
         data=orjson.loads(row["data"]),
         hash=row["hash"],
         prev_hash=row["prev_hash"],
+        signature=row["signature"],
+        key_id=row["key_id"],
     )
 
 
@@ -104,10 +111,22 @@ class EventStore:
         *,
         clock: Clock = utc_now,
         max_batch: int = 500,
+        signer: Signer | None = None,
+        source: str | None = None,
+        keyring: Callable[[], KeyRing] | None = None,
     ) -> None:
         self._pool = pool
         self.schema = schema
         self._s = quote_schema(schema)
+        #: The service whose log this is (the name in its signatures).
+        self.source = source or (signer.service if signer else schema)
+        if signer is not None and signer.service != self.source:
+            raise ValueError(f"the signing key is {signer.service}'s, not {self.source}'s")
+        self.signer = signer
+        self._keyring = keyring
+        #: Heads of this log known to be signed by the service (this process wrote them, or
+        #: their signature was checked): the next commit may extend them.
+        self._trusted_heads: set[tuple[int, str]] = set()
         self._clock = clock
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_PendingAppend] = asyncio.Queue()
@@ -178,9 +197,12 @@ class EventStore:
         outcomes: list[tuple[_PendingAppend, AppendResult | Exception]] = []
         async with self._pool.acquire() as conn, conn.transaction():
             head = await conn.fetchrow(
-                f"SELECT position, hash, recorded_at FROM {s}.chain_head FOR UPDATE"
+                f"SELECT head_position AS position, head_hash AS hash, "
+                f"head_recorded_at AS recorded_at FROM {s}.lock_chain_head()"
             )
             assert head is not None, "chain_head row missing: run the migrations"
+            if self.signer is not None:
+                await self._check_head(conn, head["position"], head["hash"])
             keys = [p.idempotency.key for p in batch if p.idempotency]
             known_keys: dict[str, tuple[str, str]] = {}
             if keys:
@@ -252,6 +274,8 @@ class EventStore:
                                 orjson.dumps(event.data).decode(),
                                 event_hash,
                                 prev_hash,
+                                None,
+                                None,
                             )
                         )
                         prev_hash = event_hash
@@ -280,14 +304,20 @@ class EventStore:
                 outcomes.append((pending, result))
 
             if event_rows:
-                await conn.copy_records_to_table(
-                    "events", schema_name=self.schema, records=event_rows, columns=EVENT_COLUMNS
-                )
+                if self.signer is not None:
+                    # One signature per commit: the chain covers every event before it.
+                    last = list(event_rows[-1])
+                    last[-2] = self.signer.sign(position, prev_hash)
+                    last[-1] = self.signer.key_id
+                    event_rows[-1] = tuple(last)
+                    self._trusted_heads = {(position, prev_hash)}
+                columns = list(zip(*event_rows, strict=True))
                 await conn.execute(
-                    f"UPDATE {s}.chain_head SET position = $1, hash = $2, recorded_at = $3",
-                    position,
-                    prev_hash,
-                    now,
+                    f"SELECT {s}.append_log($1::bigint[], $2::uuid[], $3::text[], "
+                    "$4::integer[], $5::text[], $6::integer[], $7::text[], $8::timestamptz[], "
+                    "$9::timestamptz[], $10::text[], $11::text[], $12::uuid[], $13::uuid[], "
+                    "$14::jsonb[], $15::text[], $16::text[], $17::text[], $18::text[])",
+                    *[list(column) for column in columns],
                 )
                 await conn.execute(
                     "SELECT pg_notify($1, $2)", notify_channel(self.schema), str(position)
@@ -313,6 +343,46 @@ class EventStore:
                 pending.future.set_exception(outcome)
             else:
                 pending.future.set_result(outcome)
+
+    async def _check_head(self, conn: Connection, position: int, head_hash: str) -> None:
+        """Refuse to sign over a head the service did not sign: a row appended beside the
+        store (through the append function, by someone with the service's database role but
+        not its key) would otherwise be covered by the next commit's signature."""
+        assert self.signer is not None
+        if position == 0 or (position, head_hash) in self._trusted_heads:
+            return
+        row = await conn.fetchrow(
+            f"SELECT hash, signature, key_id, EXISTS (SELECT 1 FROM {self._s}.events "
+            "WHERE signature IS NOT NULL) AS signed FROM "
+            f"{self._s}.events WHERE position = $1",
+            position,
+        )
+        if row is not None and not row["signed"]:
+            return  # a log recorded before it was signed: the first commit seals it
+        if (
+            row is not None
+            and row["hash"] == head_hash
+            and row["signature"] is not None
+            and row["key_id"] is not None
+            and self._own_signature(position, head_hash, row["key_id"], row["signature"])
+        ):
+            self._trusted_heads.add((position, head_hash))
+            return
+        LOG_TAMPERED.labels(self.source).inc()
+        raise LogTampered(
+            f"the head of {self.source}'s log (position {position}) is not signed by "
+            f"{self.source}: it was appended without the service's key; nothing more is "
+            "appended until an operator has looked (party verify)"
+        )
+
+    def _own_signature(self, position: int, head_hash: str, key_id: str, signature: str) -> bool:
+        """By the service's current key, or by one it used before (a rotation)."""
+        assert self.signer is not None
+        if self.signer.verifies(position, head_hash, key_id, signature):
+            return True
+        if self._keyring is None:
+            return False
+        return self._keyring().check(self.source, position, head_hash, key_id, signature) is None
 
     async def _current_versions(
         self, conn: Connection, batch: Iterable[_PendingAppend]

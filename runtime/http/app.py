@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from runtime.clock import Clock, utc_now
+from runtime.consumer.records import ProducerRecord
 from runtime.http.audit import audit_router
 from runtime.http.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware, NulGuardMiddleware
 from runtime.http.problems import install_problem_handlers
@@ -26,6 +27,7 @@ from runtime.logs import configure_logging
 from runtime.metrics import HTTP_REQUESTS
 from runtime.service import ServiceContext, ServiceDefinition, start_service, stop_service
 from runtime.settings import Settings
+from runtime.witness import PeerCheckpoints
 
 
 def create_app(
@@ -36,6 +38,8 @@ def create_app(
     configure_logs: bool = True,
     context_hook: Callable[[ServiceContext], Awaitable[None]] | None = None,
     clock: Clock = utc_now,
+    records: dict[str, ProducerRecord] | None = None,
+    peers: Callable[[ServiceContext], PeerCheckpoints] | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
 
@@ -44,7 +48,12 @@ def create_app(
         if configure_logs:
             configure_logging(settings.log_level, settings.log_format)
         context = await start_service(
-            definition, settings, run_background=run_background, clock=clock
+            definition,
+            settings,
+            run_background=run_background,
+            clock=clock,
+            records=records,
+            peers=peers,
         )
         app.state.context = context
         app.state.tokens = context.tokens

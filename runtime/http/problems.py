@@ -14,7 +14,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from contracts.errors import ContractViolation, field_errors
 from runtime.auth import AccessDenied, AuthenticationFailed
 from runtime.decider import CommandRefused
-from runtime.eventstore import ConcurrencyConflict, IdempotencyKeyReused, UniqueClaimTaken
+from runtime.eventstore import (
+    ConcurrencyConflict,
+    IdempotencyKeyReused,
+    LogTampered,
+    UniqueClaimTaken,
+)
 
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
@@ -204,6 +209,18 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConcurrencyConflict, on_conflict)
     app.add_exception_handler(UniqueClaimTaken, on_taken)
     app.add_exception_handler(IdempotencyKeyReused, on_key_reused)
+
+    async def on_tampered(_: Request, exc: Exception) -> JSONResponse:
+        return problem_response(
+            Problem(
+                503,
+                "The log needs an operator",
+                str(exc),
+                type_="/problems/log-tampered",
+            )
+        )
+
+    app.add_exception_handler(LogTampered, on_tampered)
 
 
 #: Error responses to list in an OpenAPI operation (`responses=ERRORS`).

@@ -6,6 +6,7 @@ import hashlib
 from typing import Annotated
 from uuid import UUID, uuid4
 
+import jwt
 import orjson
 from fastapi import Depends, Header, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -23,11 +24,33 @@ async def authenticated(
 ) -> Principal:
     if credentials is None:
         raise AuthenticationFailed("send `Authorization: Bearer <token>`")
+    token = credentials.credentials
+    if is_service_token(token):
+        return _service_principal(request, token)
     tokens: TokenAuthority = request.app.state.tokens
-    principal = tokens.verify(credentials.credentials)
+    principal = tokens.verify(token)
     if principal.role == "campus_system":
         raise AccessDenied("the campus_system role subscribes to the event streams, not this API")
     return principal
+
+
+def is_service_token(token: str) -> bool:
+    try:
+        return str(jwt.get_unverified_header(token).get("kid", "")).startswith("service:")
+    except jwt.InvalidTokenError:
+        return False
+
+
+def _service_principal(request: Request, token: str) -> Principal:
+    """Another service, by its signing key: it may read this service's record, nothing else."""
+    context = request.app.state.context
+    try:
+        service = context.keyring.service_of_token(token, context.definition.name)
+    except jwt.ExpiredSignatureError:
+        raise AuthenticationFailed("the service token has expired") from None
+    except jwt.InvalidTokenError as error:
+        raise AuthenticationFailed(f"the service token is not valid: {error}") from None
+    return Principal(subject=f"service:{service}", role="service")
 
 
 CurrentPrincipal = Annotated[Principal, Depends(authenticated)]
@@ -81,6 +104,8 @@ async def command_context(
     # Refused before the body is read, so a caller without the right learns nothing from it.
     if principal.role == "auditor":
         raise AccessDenied("an auditor reads everything and changes nothing")
+    if principal.role == "service":
+        raise AccessDenied("another service reads this service's record and changes nothing")
     branch_id = request.path_params.get("branch_id")
     scoped = principal.role in ("branch_secretary", "committee_member")
     if scoped and branch_id is not None and branch_id not in principal.branches:

@@ -1,4 +1,7 @@
-"""Throughput of the foundation on this machine: append, publish, consume.
+"""Throughput of the foundation on this machine: append, publish, consume — each twice, back
+to back in one run: with the service's signatures (a signature per commit, consumers checking
+every hash, chain and signature: what runs) and without them (no signer; a consumer that
+believes every entry: what ran before), so that the cost of trust is a ratio on one machine.
 
     .venv/bin/python -m tests.bench.bench_foundation [--events 100000]
 
@@ -16,6 +19,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import redis.asyncio as redis
@@ -31,18 +35,39 @@ from runtime.eventstore import (
     migrate,
 )
 from runtime.relay import Relay
+from runtime.signing import KeyRing, Signer
 from tests.support.tally import AttendanceTally, attendance_event, sheet
+
+SOURCE = "activities"
 
 ADMIN_URL = os.environ.get("PARTY_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("PARTY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 METADATA = EventMetadata("bench", "branch_secretary")
 
 rows: list[tuple[str, str, str]] = []
+figures: dict[tuple[str, str], float] = {}
+variant = "signed"
 
 
 def report(figure: str, value: float, unit: str, note: str = "") -> None:
-    rows.append((figure, f"{value:,.0f} {unit}", note))
-    print(f"  {figure}: {value:,.0f} {unit} {note}", flush=True)
+    rows.append((f"{figure} [{variant}]", f"{value:,.0f} {unit}", note))
+    figures[(variant, figure)] = value
+    print(f"  {figure} [{variant}]: {value:,.0f} {unit} {note}", flush=True)
+
+
+class TrustingConsumer(EventConsumer):
+    """The consumer as it was before signatures: every entry that parses is believed."""
+
+    async def _believe(
+        self,
+        stream: str,
+        parsed: list[Any],
+        entry_ids: list[bytes],
+        done: list[bytes],
+        deliveries: dict[bytes, int],
+    ) -> list[IncomingEvent]:
+        self._held[stream] = set()
+        return [entry.event for entry in parsed]
 
 
 async def bench_appends(store: EventStore, events: int) -> None:
@@ -97,7 +122,7 @@ async def bench_appends(store: EventStore, events: int) -> None:
 
 
 async def bench_publish(store: EventStore, client: redis.Redis, prefix: str) -> int:
-    relay = Relay(store=store, redis_client=client, source="bench", prefix=prefix, batch_size=2000)
+    relay = Relay(store=store, redis_client=client, source=SOURCE, prefix=prefix, batch_size=2000)
     started = time.perf_counter()
     published = 0
     while n := await relay.publish_once():
@@ -112,7 +137,9 @@ async def bench_publish(store: EventStore, client: redis.Redis, prefix: str) -> 
     return published
 
 
-async def bench_consume(pool: asyncpg.Pool, client: redis.Redis, prefix: str, total: int) -> None:
+async def bench_consume(
+    pool: asyncpg.Pool, client: redis.Redis, prefix: str, total: int, signer: Signer | None
+) -> None:
     schema = f"bench_c_{uuid.uuid4().hex[:8]}"
     tally = AttendanceTally(schema)
     async with pool.acquire() as conn:
@@ -130,14 +157,19 @@ async def bench_consume(pool: asyncpg.Pool, client: redis.Redis, prefix: str, to
             done.set()
         return fresh
 
-    consumer = EventConsumer(
+    ring = KeyRing()
+    if signer is not None:
+        ring.add(SOURCE, signer.public_key)
+    kind = EventConsumer if signer is not None else TrustingConsumer
+    consumer = kind(
         service="bench",
         redis_url=REDIS_URL,
         redis_client=client,
         prefix=prefix,
-        families=["attendance"],
+        producers=[SOURCE],
         handler=handler,
         consumer_name="bench-1",
+        keyring=lambda: ring,
         options=ConsumerOptions(batch_size=1000),
     )
     started = time.perf_counter()
@@ -171,16 +203,20 @@ async def main() -> None:
         f"{os.cpu_count()} cores, Python {platform.python_version()}",
         flush=True,
     )
+    global variant
     try:
-        async with pool.acquire() as conn:
-            await migrate(conn, "bench", load_migrations("eventstore", EVENT_STORE_MIGRATIONS))
-        store = EventStore(pool, "bench")
-        await bench_appends(store, args.events)
-        await store.close()
-        published = await bench_publish(store, client, prefix)
-        await bench_consume(pool, client, prefix, published)
+        for variant, signer in (("unsigned", None), ("signed", Signer.generate(SOURCE))):
+            schema = f"bench_{variant}"
+            run_prefix = f"{prefix}{variant}"
+            async with pool.acquire() as conn:
+                await migrate(conn, schema, load_migrations("eventstore", EVENT_STORE_MIGRATIONS))
+            store = EventStore(pool, schema, signer=signer, source=SOURCE)
+            await bench_appends(store, args.events)
+            await store.close()
+            published = await bench_publish(store, client, run_prefix)
+            await bench_consume(pool, client, run_prefix, published, signer)
     finally:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
         if keys:
             await client.delete(*keys)
         await client.aclose()
@@ -193,6 +229,11 @@ async def main() -> None:
     print(f"|{'-' * (width + 2)}|---|---|")
     for figure, value, note in rows:
         print(f"| {figure.ljust(width)} | {value} | {note} |")
+    print()
+    print("signed / unsigned, same run:")
+    for (kind, name), measured in figures.items():
+        if kind == "signed" and ("unsigned", name) in figures:
+            print(f"  {name}: {measured / figures[('unsigned', name)]:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """What can be checked of `deploy/` on a machine without a Docker engine or a cluster: the
 compose file as the compose client resolves it, the Kustomize output against the Kubernetes
 API schemas (strict: an unknown field is an error), the probes, secrets and least privilege
-the manifests promise, and an image build context that holds every file the services load."""
+the manifests promise, and an image build context that holds every file the services load;
+how the signing keys reach each service (its own private key and every public one, never
+another's private key, never key material in the repository), and the alert rules."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -16,8 +21,11 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from runtime.redis_primary import parse_sentinels
+from runtime.signing import KeyDirectory, load_keyring, load_signer
+from services.cli import main as party
 from services.provision import new_credentials
 from services.registry import SERVICES
 
@@ -66,6 +74,96 @@ def test_compose_resolves_with_the_example_environment() -> None:
         assert env["PARTY_REDIS_URL"].startswith(f"redis://{users[name]}:")
         assert env["PARTY_MIGRATE_ON_START"] == "false"
     assert services["setup"]["command"][:2] == ["provision", "--passwords-from-env"]
+
+
+def _mounts(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(source, target, read-only) of each volume, in either syntax a compose client prints."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target, *mode = volume.split(":")
+            mounts.append((source, target, bool(mode) and "ro" in mode[0].split(",")))
+        else:
+            mounts.append((volume["source"], volume["target"], bool(volume.get("read_only"))))
+    return mounts
+
+
+def _image_port() -> str:
+    found = re.search(r"PARTY_HTTP_PORT=(\d+)", (DEPLOY / "Dockerfile").read_text())
+    assert found is not None
+    return found.group(1)
+
+
+@needs_compose
+def test_compose_gives_each_service_its_own_private_key_and_every_public_one() -> None:
+    result = compose_config(DEPLOY / "compose.env.example")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    setup = services["setup"]
+    command = setup["command"]
+    assert command[command.index("--keys-dir") + 1] == "/keys"
+    assert "--per-service-dirs" in command
+    # The setup job holds every key (`keys`) and writes each service's directory.
+    assert {(source, target) for source, target, _ in _mounts(setup)} == {
+        ("keys", "/keys"),
+        *((f"keys-{name}", f"/keys/{name}") for name in SERVICES),
+    }
+    port = _image_port()
+    for name in SERVICES:
+        service = services[name]
+        # One key volume, the service's own, read-only: never `keys`, never another's.
+        assert _mounts(service) == [(f"keys-{name}", "/keys", True)], name
+        env = service["environment"]
+        assert env["PARTY_KEYS_DIR"] == "/keys"
+        assert env["PARTY_CREATE_MISSING_KEY"] == "false"
+        assert json.loads(env["PARTY_SERVICE_URLS"]) == {
+            other: f"http://{other}:{port}" for other in SERVICES
+        }
+    for name, service in services.items():
+        if name != "setup":
+            assert "keys" not in {source for source, _, _ in _mounts(service)}, name
+
+
+def test_per_service_dirs_hold_one_private_key_and_follow_a_rotation(tmp_path: Path) -> None:
+    """What the compose setup job writes (`party provision --per-service-dirs` does the same
+    after creating the keys), and what a rotation with the setup image changes."""
+    keys = tmp_path / "keys"
+    assert party(["keys", "init", "--keys-dir", str(keys), "--per-service-dirs"]) == 0
+    public = {f"{name}.keys.json" for name in SERVICES}
+    for name in SERVICES:
+        directory = keys / name
+        assert {p.name for p in directory.iterdir()} == {f"{name}.key", *public}
+        assert (directory / f"{name}.key").stat().st_mode & 0o777 == 0o600
+        assert load_signer(directory / f"{name}.key", name).key_id == (
+            load_signer(keys / f"{name}.key", name).key_id
+        )
+        assert set(load_keyring(directory).services()) == set(SERVICES)
+    running = KeyDirectory(keys / "scoring", min_interval=0)
+    [old] = running.ring().keys["roster"]
+    assert party(["keys", "rotate", "roster", "--keys-dir", str(keys), "--per-service-dirs"]) == 0
+    new = load_signer(keys / "roster" / "roster.key", "roster").key_id
+    assert new != old
+    assert (keys / f"roster.{old}.key.retired").exists()
+    assert not (keys / "roster" / f"roster.{old}.key.retired").exists()
+    # A running consumer reads the new public keys file without a restart.
+    assert set(running.ring().keys["roster"]) == {old, new}
+    assert (
+        party(
+            [
+                "keys",
+                "revoke",
+                "roster",
+                old,
+                "--after",
+                "7",
+                "--keys-dir",
+                str(keys),
+                "--per-service-dirs",
+            ]
+        )
+        == 0
+    )
+    assert running.ring().keys["roster"][old].revoked_after == 7
 
 
 @needs_compose
@@ -137,6 +235,90 @@ def test_each_service_is_probed_sized_and_holds_only_its_own_credentials(overlay
 
 
 @needs_kubectl
+@pytest.mark.parametrize("overlay", ["base", "overlays/production"])
+def test_each_service_mounts_its_own_signing_key_and_every_public_key(overlay: str) -> None:
+    docs = kustomize(overlay)
+    [config] = of_kind(docs, "ConfigMap").values()
+    settings = config["data"]
+    assert settings["PARTY_CREATE_MISSING_KEY"] == "false"
+    services = of_kind(docs, "Service")
+    urls = json.loads(settings["PARTY_SERVICE_URLS"])
+    assert set(urls) == set(SERVICES)
+    for name, url in urls.items():
+        # The cluster DNS name of the service's Service, on the port it serves.
+        service = services[f"party-{name}"]
+        assert url == f"http://party-{name}.{service['metadata']['namespace']}.svc.cluster.local"
+        assert [p["port"] for p in service["spec"]["ports"]] == [80]
+    for name in SERVICES:
+        pod = of_kind(docs, "Deployment")[f"party-{name}"]["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert {"configMapRef": {"name": "party-config"}} in container["envFrom"]
+        overridden = {e["name"] for e in container["env"]}
+        assert not overridden & {"PARTY_KEYS_DIR", "PARTY_CREATE_MISSING_KEY", "PARTY_SERVICE_URLS"}
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "keys"]
+        assert mount["mountPath"] == settings["PARTY_KEYS_DIR"]
+        assert mount["readOnly"] is True
+        assert "subPath" not in mount  # else a new public keys file would never arrive
+        [volume] = [v for v in pod["volumes"] if v["name"] == "keys"]
+        sources = volume["projected"]["sources"]
+        secrets = [s["secret"] for s in sources if "secret" in s]
+        assert secrets == [
+            {
+                "name": f"party-{name}-signing-key",
+                "items": [{"key": "private-key", "path": f"{name}.key"}],
+            }
+        ]
+        assert [s["configMap"]["name"] for s in sources if "configMap" in s] == [
+            "party-public-keys"
+        ]
+        # Mounted root-owned, group-readable: the service's group must be the volume's.
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+        assert volume["projected"]["defaultMode"] == 0o440
+        others = {f"party-{o}-signing-key" for o in SERVICES if o != name}
+        assert not others & _secret_names(pod), name
+
+
+def _secret_names(pod: dict[str, Any]) -> set[str]:
+    names = set()
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    for container in pod["containers"]:
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                names.add(source["secretRef"]["name"])
+    return names
+
+
+@needs_kubectl
+def test_the_setup_job_neither_makes_nor_sees_signing_keys() -> None:
+    [job] = of_kind(kustomize("base"), "Job").values()
+    pod = job["spec"]["template"]["spec"]
+    assert "--no-keys" in pod["containers"][0]["args"]
+    assert not {n for n in _secret_names(pod) if n.endswith("-signing-key")}
+    assert not [v for v in pod["volumes"] if "projected" in v or "configMap" in v]
+
+
+PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+
+
+def test_no_key_material_is_committed_under_deploy() -> None:
+    for path in DEPLOY.rglob("*"):
+        if not path.is_file() or "__pycache__" in path.parts:
+            continue
+        assert not path.name.endswith((".key", ".key.retired", ".pem")), path
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        assert not PRIVATE_KEY.search(text), path
+
+
+@needs_kubectl
 def test_only_the_setup_job_sees_the_administrators_credentials() -> None:
     [job] = of_kind(kustomize("base"), "Job").values()
     [container] = job["spec"]["template"]["spec"]["containers"]
@@ -195,3 +377,71 @@ def test_the_image_holds_every_file_the_services_load(tmp_path: Path) -> None:
     }
     assert needed <= packaged, needed - packaged
     assert "services/cli.py" in packaged
+
+
+# -- what an operator watches -------------------------------------------------------------------
+
+ALERTS = DEPLOY / "alerts" / "party.rules.yaml"
+ALERT_TESTS = DEPLOY / "alerts" / "party.rules.test.yaml"
+#: Metrics the rules may name before the module that defines them has landed.
+PENDING = {"party_witness_disagreements_total": "runtime.witness"}
+
+
+def _metric_names() -> set[str]:
+    for module in ("runtime.metrics", *PENDING.values()):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+    names = set()
+    for family in REGISTRY.collect():
+        names.add(family.name + ("_total" if family.type == "counter" else ""))
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def test_the_alert_rules_are_prometheus_rule_groups_on_real_metrics() -> None:
+    document = yaml.safe_load(ALERTS.read_text())
+    assert set(document) == {"groups"}
+    alerts: dict[str, dict[str, Any]] = {}
+    for group in document["groups"]:
+        assert set(group) == {"name", "rules"}
+        assert isinstance(group["name"], str)
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+            assert re.fullmatch(r"Party[A-Z][A-Za-z]+", rule["alert"]), rule["alert"]
+            assert rule["alert"] not in alerts, rule["alert"]
+            assert isinstance(rule["expr"], str)
+            assert rule["expr"].strip()
+            if "for" in rule:
+                assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["for"]
+            assert rule["labels"]["severity"] in {"warning", "critical"}
+            assert rule["annotations"]["summary"]
+            alerts[rule["alert"]] = rule
+    used = {m for rule in alerts.values() for m in re.findall(r"\bparty_[a-z_]+", rule["expr"])}
+    known = _metric_names()
+    pending = {m for m, module in PENDING.items() if importlib.util.find_spec(module) is None}
+    assert used - known <= pending, used - known
+    # What the operator is told to watch, each with its rule.
+    for metric in (
+        "party_relay_watermark_ahead_events",
+        "party_consumer_behind_events",
+        "party_entries_refused_total",
+        "party_witness_disagreements_total",
+        "party_consumer_unverified_entries",
+    ):
+        assert any(metric in rule["expr"] for rule in alerts.values()), metric
+    assert re.fullmatch(r"\d+m", alerts["PartyConsumerBehind"]["for"])
+    assert alerts["PartyUnverifiedEntries"]["for"] == "5m"
+    # deploy/README.md explains every alert.
+    readme = (DEPLOY / "README.md").read_text()
+    assert not [name for name in alerts if f"`{name}`" not in readme]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool")
+def test_promtool_accepts_the_alert_rules_and_their_unit_tests() -> None:
+    """The PromQL parses, and the rules fire when they should (a refusal that appears as a new
+    series, a consumer that stops, a watermark ahead for a moment, entries held)."""
+    for command in (["check", "rules", str(ALERTS)], ["test", "rules", str(ALERT_TESTS)]):
+        result = subprocess.run(["promtool", *command], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -22,6 +22,7 @@ from runtime.consumer import ConsumerOptions, EventConsumer, IncomingEvent, Proj
 from runtime.eventstore import EventMetadata, EventStore
 from runtime.relay import Relay
 from tests.conftest import REDIS_URL
+from tests.support.keys import keyring
 from tests.support.servers import private_redis
 from tests.support.tally import AttendanceTally, sheet
 from tests.support.waiting import wait_until
@@ -81,9 +82,10 @@ def consumer_for(
         redis_url=url,
         redis_client=client,
         prefix=prefix,
-        families=["attendance"],
+        producers=["activities"],
         handler=handler,
         consumer_name=name,
+        keyring=keyring,
         options=ConsumerOptions(**options),
     )
 
@@ -104,7 +106,7 @@ async def dead_letters(client: redis.Redis, prefix: str) -> list[dict[str, str]]
 async def test_bad_entries_are_dead_lettered_with_a_reason_and_consuming_goes_on(
     store: EventStore, tally: Tally, redis_client: redis.Redis, stream_prefix: str
 ) -> None:
-    key = f"{stream_prefix}:attendance"
+    key = f"{stream_prefix}:log:activities"
     await store.append(sheet("act-1", 10), metadata=SECRETARY)
     await publish_all(store, redis_client, stream_prefix)
     good = (await redis_client.xrange(key))[0][1]
@@ -142,9 +144,7 @@ async def test_bad_entries_are_dead_lettered_with_a_reason_and_consuming_goes_on
         assert "data.member_id: Input should be a valid string" in reasons[2]
         assert reasons[3].startswith("oversized stream entry")
         assert letters[1]["type"] == "attendance.teleported"  # the entry itself is kept
-        assert all(
-            letter["dead_letter.stream"] == f"{stream_prefix}:attendance" for letter in letters
-        )
+        assert all(letter["dead_letter.stream"] == key for letter in letters)
         pending = await redis_client.xpending(key, "tally")
         assert pending["pending"] == 0
     finally:
@@ -195,7 +195,7 @@ async def test_a_killed_consumer_leaves_nothing_behind(
         await store.append(sheet(f"act-{n}", 25), metadata=SECRETARY)
     await publish_all(store, redis_client, stream_prefix)
     expected = {(f"act-{n}", f"m{i}"): "present" for n in range(8) for i in range(25)}
-    key = f"{stream_prefix}:attendance"
+    key = f"{stream_prefix}:log:activities"
 
     victim = await asyncio.create_subprocess_exec(
         sys.executable,

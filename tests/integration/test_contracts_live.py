@@ -41,7 +41,7 @@ async def test_every_published_entry_validates_against_the_committed_schemas(
     await publish_examples(store, redis_client, stream_prefix)
     entry_schema = json.loads((SCHEMA_DIR / "stream-entry.schema.json").read_text())
     seen = set()
-    for family in ("member", "activity", "attendance", "report", "score", "deadline"):
+    for family in ("member", "activity", "attendance", "report", "score", "deadline", "audit"):
         for _, fields in await redis_client.xrange(f"{stream_prefix}:{family}"):
             flat = {k.decode(): v.decode() for k, v in fields.items()}
             jsonschema.validate(flat, entry_schema, cls=jsonschema.Draft202012Validator)

@@ -26,6 +26,7 @@ from runtime.eventstore import (
     migrate,
 )
 from runtime.eventstore.migrations import MigrationChanged
+from tests.support.keys import signer
 
 SECRETARY = EventMetadata("secretary-b1", "branch_secretary")
 WHEN = datetime(2010, 5, 12, 11, tzinfo=UTC)
@@ -37,10 +38,11 @@ def event(n: int = 0, event_type: str = "member.moved", branch: str | None = "b1
 
 @pytest.fixture
 async def second_store(database_url: str, schema: str) -> AsyncIterator[EventStore]:
-    """The same schema through another pool: as another process of the service would see it."""
+    """The same schema through another pool: as another process of the service would see it
+    (with the same signing key, as a replica has)."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     assert pool is not None
-    store = EventStore(pool, schema)
+    store = EventStore(pool, schema, signer=signer("activities"), source="activities")
     try:
         yield store
     finally:
@@ -202,7 +204,13 @@ async def test_reads_by_stream_position_type_branch_and_time(store: EventStore) 
     clock_times = iter(
         [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=m) for m in range(100)]
     )
-    timed = EventStore(store.pool, store.schema, clock=lambda: next(clock_times))
+    timed = EventStore(
+        store.pool,
+        store.schema,
+        clock=lambda: next(clock_times),
+        signer=signer("activities"),
+        source="activities",
+    )
     try:
         await timed.append(
             StreamAppend("m-1", [event(1, "member.enrolled", "b1")]), metadata=SECRETARY
@@ -233,7 +241,13 @@ async def test_reads_by_stream_position_type_branch_and_time(store: EventStore) 
 
 async def test_recorded_at_never_goes_backwards(store: EventStore) -> None:
     times = iter([datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC)])
-    skewed = EventStore(store.pool, store.schema, clock=lambda: next(times))
+    skewed = EventStore(
+        store.pool,
+        store.schema,
+        clock=lambda: next(times),
+        signer=signer("activities"),
+        source="activities",
+    )
     try:
         await skewed.append(StreamAppend("s", [event()]), metadata=SECRETARY)
         await skewed.append(StreamAppend("s", [event()]), metadata=SECRETARY)

@@ -11,7 +11,7 @@ from uuid import uuid4
 import redis.asyncio as redis
 
 from contracts.wire import MAX_ENTRY_BYTES
-from services.provision import PRODUCES, consumed
+from runtime.service import producers_of
 from services.registry import SERVICES
 from tests.conftest import REDIS_URL
 from tests.support.roster import RosterClient
@@ -61,6 +61,10 @@ def junk(good: dict[bytes, bytes], family: str) -> list[tuple[str, dict[bytes, b
     ]
 
 
+#: A family each producer's log carries, to dress junk up as.
+FAMILY_OF = {"roster": "member", "activities": "attendance", "scoring": "score"}
+
+
 async def test_junk_on_every_stream_is_dead_lettered_and_consuming_goes_on(
     database_url: str, stream_prefix: str, redis_client: redis.Redis
 ) -> None:
@@ -71,12 +75,12 @@ async def test_junk_on_every_stream_is_dead_lettered_and_consuming_goes_on(
         await roster.enrol("m-before")
         for name in ("activities", "scoring", "notify"):
             await wait_for_members(apis[name], "m-before")
-        good = (await redis_client.xrange(f"{stream_prefix}:member", count=1))[0][1]
-        families = {f for d in definitions for f in consumed(d)}
-        assert families == {"member", "activity", "attendance", "report", "score"}
-        for family in sorted(families):
-            for _, fields in junk(good, family):
-                await redis_client.xadd(f"{stream_prefix}:{family}", fields)
+        good = (await redis_client.xrange(f"{stream_prefix}:log:roster", count=1))[0][1]
+        consumed_logs = {p for d in definitions for p in producers_of(d)}
+        assert consumed_logs == {"roster", "activities", "scoring"}
+        for producer in sorted(consumed_logs):
+            for _, fields in junk(good, FAMILY_OF[producer]):
+                await redis_client.xadd(f"{stream_prefix}:log:{producer}", fields)
 
         # Consuming goes on: a member enrolled after the junk reaches every consumer.
         await roster.enrol("m-after")
@@ -85,8 +89,8 @@ async def test_junk_on_every_stream_is_dead_lettered_and_consuming_goes_on(
 
         auditor = apis["roster"].auth("auditor")
         for definition in definitions:
-            streams = consumed(definition)
-            if not streams:
+            producers = producers_of(definition)
+            if not producers:
                 continue
             api = apis[definition.name]
 
@@ -96,22 +100,17 @@ async def test_junk_on_every_stream_is_dead_lettered_and_consuming_goes_on(
                 )
                 return [letter["fields"] for letter in response.json()]
 
-            async def all_parked(api=api, streams=streams) -> bool:
-                return len(await letters(api)) == 4 * len(streams)
+            async def all_parked(api=api, producers=producers) -> bool:
+                return len(await letters(api)) == 4 * len(producers)
 
             await wait_until(all_parked, within=30, what=f"{definition.name}'s dead letters")
             parked = await letters(api)
             assert Counter(p["dead_letter.stream"] for p in parked) == {
-                f"{stream_prefix}:{family}": 4 for family in streams
+                f"{stream_prefix}:log:{producer}": 4 for producer in producers
             }, definition.name
             reasons = [p["dead_letter.reason"] for p in parked]
             assert all(reasons), definition.name
-            assert sum(r.startswith("malformed stream entry") for r in reasons) == len(streams)
-            assert sum(r.startswith("unknown event type") for r in reasons) == len(streams)
-            assert sum(r.startswith("oversized stream entry") for r in reasons) == len(streams)
-            assert sum("member_id" in r for r in reasons) >= len(streams)  # the wrongly typed
-            assert definition.name not in PRODUCES or all(
-                p["dead_letter.stream"] != f"{stream_prefix}:{f}"
-                for p in parked
-                for f in PRODUCES[definition.name]
-            )
+            assert sum(r.startswith("malformed stream entry") for r in reasons) == len(producers)
+            assert sum(r.startswith("unknown event type") for r in reasons) == len(producers)
+            assert sum(r.startswith("oversized stream entry") for r in reasons) == len(producers)
+            assert sum("member_id" in r for r in reasons) >= len(producers)  # the wrongly typed

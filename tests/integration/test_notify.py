@@ -41,6 +41,7 @@ from services.notify.service import DEFAULT_CONFIG
 from services.notify.service import DEFINITION as NOTIFY
 from tests.conftest import REDIS_URL
 from tests.support.apps import Api, SettableClock, running, service_settings
+from tests.support.keys import keys_dir
 from tests.support.producer import Producer, at, producer
 from tests.support.receivers import mail_server, subject_of, webhook_receiver
 from tests.support.servers import free_port
@@ -619,6 +620,8 @@ async def test_two_replicas_deliver_each_reminder_once_even_when_one_is_killed(
                     "PARTY_AUTH_SECRET": settings.auth_secret.get_secret_value(),
                     "PARTY_LOG_LEVEL": "WARNING",
                     "PARTY_RELAY_POLL_SECONDS": "0.2",
+                    "PARTY_KEYS_DIR": str(keys_dir()),  # the same service: the same key
+                    "PARTY_CREATE_MISSING_KEY": "false",
                 },
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,

@@ -11,7 +11,14 @@ import asyncpg
 
 from runtime.consumer import IncomingEvent, Projector
 from runtime.db import Connection
-from runtime.eventstore import EventMetadata, EventStore, StreamAppend
+from runtime.eventstore import (
+    EVENT_STORE_MIGRATIONS,
+    EventMetadata,
+    EventStore,
+    StreamAppend,
+    load_migrations,
+    migrate,
+)
 from runtime.projection import incoming
 from tests.support.tally import attendance_event
 
@@ -41,11 +48,7 @@ async def test_concurrent_replicas_lose_no_batch(pool: asyncpg.Pool, store: Even
     events = [incoming(e, "activities") for e in await store.read_all(after_position=0)]
     schema = f"t_{uuid4().hex[:12]}"
     async with pool.acquire() as conn:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(
-            f'CREATE TABLE "{schema}".inbox (event_id uuid PRIMARY KEY, source text, '
-            "position bigint)"
-        )
+        await migrate(conn, schema, load_migrations("eventstore", EVENT_STORE_MIGRATIONS))
         await conn.execute(f'CREATE TABLE "{schema}".running_total (n int)')
         await conn.execute(f'INSERT INTO "{schema}".running_total VALUES (0)')
     try:
@@ -56,5 +59,8 @@ async def test_concurrent_replicas_lose_no_batch(pool: asyncpg.Pool, store: Even
         )
         assert sum(applied) == 40
         assert await pool.fetchval(f'SELECT n FROM "{schema}".running_total') == 40
+        # Whatever order the batches landed in, the cursor reached the end of the chain.
+        cursor = await pool.fetchrow(f'SELECT position, hash FROM "{schema}".producer_cursors')
+        assert (cursor["position"], cursor["hash"]) == (40, events[-1].hash)
     finally:
         await pool.execute(f'DROP SCHEMA "{schema}" CASCADE')

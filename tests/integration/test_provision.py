@@ -15,6 +15,7 @@ from runtime.eventstore import EventMetadata, EventStore, NewEvent, StreamAppend
 from services.provision import new_credentials, provision_database, provision_redis
 from services.registry import SERVICES
 from tests.conftest import REDIS_URL
+from tests.support.keys import signer
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ async def test_the_roster_role_appends_but_cannot_change_an_event_row(
     databases, _, schemas = provisioned
     pool = await asyncpg.create_pool(databases["roster"], min_size=1, max_size=2)
     assert pool is not None
-    store = EventStore(pool, schemas["roster"])
+    store = EventStore(pool, schemas["roster"], signer=signer("roster"), source="roster")
     try:
         await store.append(
             StreamAppend("s", [NewEvent("member.moved", {"n": 1}, datetime.now(UTC))]),
@@ -65,6 +66,23 @@ async def test_the_roster_role_appends_but_cannot_change_an_event_row(
             await pool.execute(f"DELETE FROM {s}.events")
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await pool.execute(f'SELECT count(*) FROM "{schemas["scoring"]}".events')
+        # Only through the store's rules: no row inserted beside them, no head moved.
+        [row] = await pool.fetch(f"SELECT * FROM {s}.events")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await pool.execute(
+                f"INSERT INTO {s}.events SELECT * FROM {s}.events"  # any row at all
+            )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await pool.execute(f"UPDATE {s}.chain_head SET position = 7")
+        with pytest.raises(asyncpg.CheckViolationError, match="does not extend the log"):
+            await pool.execute(
+                f"SELECT {s}.append_log(ARRAY[5]::bigint[], ARRAY[gen_random_uuid()], "
+                "ARRAY['s'], ARRAY[2], ARRAY['member.moved'], ARRAY[1], ARRAY[NULL::text], "
+                "ARRAY[now()], ARRAY[now()], ARRAY['x'], ARRAY['system'], "
+                "ARRAY[gen_random_uuid()], ARRAY[NULL::uuid], ARRAY['{}'::jsonb], "
+                f"ARRAY[repeat('a', 64)], ARRAY['{row['hash']}'], ARRAY[NULL::text], "
+                "ARRAY[NULL::text])"
+            )
     finally:
         await store.close()
         await pool.close()
@@ -80,20 +98,26 @@ async def test_the_roster_redis_user_cannot_publish_scores(
     scoring = redis.Redis.from_url(redises["scoring"])
     try:
         await roster.xadd(f"{stream_prefix}:member", {"type": "member.moved"})
+        await roster.xadd(f"{stream_prefix}:log:roster", {"type": "member.moved"})
         with pytest.raises(NoPermissionError):
             await roster.xadd(f"{stream_prefix}:score", {"type": "score.awarded"})
-        # Roster reads the score stream as a consumer (the performance categories) …
-        await scoring.xadd(f"{stream_prefix}:score", {"type": "assessment.closed"})
-        await roster.xgroup_create(f"{stream_prefix}:score", "roster", id="0")
-        read = await roster.xreadgroup("roster", "r1", {f"{stream_prefix}:score": ">"})
+        with pytest.raises(NoPermissionError):
+            await roster.xadd(f"{stream_prefix}:log:scoring", {"type": "score.awarded"})
+        # Roster reads scoring's log as a consumer (the performance categories) …
+        log = f"{stream_prefix}:log:scoring"
+        await scoring.xadd(log, {"type": "assessment.closed"})
+        await roster.xgroup_create(log, "roster", id="0")
+        read = await roster.xreadgroup("roster", "r1", {log: ">"})
         assert len(read[0][1]) == 1
         # … but cannot delete from it, nor touch another service's keys.
         with pytest.raises(NoPermissionError):
-            await roster.delete(f"{stream_prefix}:score")
+            await roster.delete(log)
         with pytest.raises(NoPermissionError):
             await roster.set(f"{stream_prefix}:relay:scoring", 0)
         with pytest.raises(NoPermissionError):
             await scoring.xadd(f"{stream_prefix}:member", {"type": "member.enrolled"})
+        with pytest.raises(NoPermissionError):
+            await scoring.xadd(f"{stream_prefix}:log:roster", {"type": "member.enrolled"})
     finally:
         await roster.aclose()
         await scoring.aclose()

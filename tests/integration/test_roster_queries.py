@@ -34,6 +34,7 @@ from runtime.relay import Relay
 from services.roster.service import DEFINITION as ROSTER
 from tests.conftest import REDIS_URL
 from tests.support.apps import running, service_settings
+from tests.support.keys import signer
 from tests.support.roster import RosterClient
 from tests.support.waiting import wait_until
 
@@ -416,7 +417,7 @@ async def test_performance_follows_closed_assessments(
     schema = f"t_{uuid4().hex[:12]}"
     async with pool.acquire() as conn:
         await migrate(conn, schema, load_migrations("eventstore", EVENT_STORE_MIGRATIONS))
-    scoring = EventStore(pool, schema)
+    scoring = EventStore(pool, schema, signer=signer("scoring"), source="scoring")
     closed = AssessmentClosed(
         branch_id="nde-b1",
         period_id="2010",

@@ -59,7 +59,7 @@ async def test_a_slow_consumer_blocks_no_other_and_its_lag_is_in_metrics(
         assert directory is not None
         assert len(await directory.members(MEMBERS)) < len(MEMBERS)
         # and its lag is there for an operator to see.
-        member_stream = f"{stream_prefix}:member"
+        member_stream = f"{stream_prefix}:log:roster"
 
         async def lagging() -> bool:
             return await lag(notify, member_stream) > 0

@@ -17,6 +17,8 @@ from runtime.clock import Clock, utc_now
 from runtime.http import create_app
 from runtime.service import ServiceContext, ServiceDefinition
 from runtime.settings import Settings
+from tests.support import records
+from tests.support.keys import keys_dir
 
 SECRET = "test-secret-0123456789-0123456789"
 
@@ -53,7 +55,14 @@ def service_settings(
         auth_secret=SECRET,
         relay_poll_seconds=0.1,
         reclaim_idle_ms=500,
-        **overrides,
+        # Witness rounds only when a test asks (runtime.witness.Witness.round) or sets a period:
+        # a round in the middle of another test would add events to the logs it counts.
+        **{
+            "keys_dir": str(keys_dir()),
+            "gap_grace_seconds": 1.0,
+            "checkpoint_seconds": 3600.0,
+            **overrides,
+        },
     )
 
 
@@ -71,13 +80,27 @@ class SettableClock:
 async def running(
     definition: ServiceDefinition, settings: Settings, clock: Clock = utc_now
 ) -> AsyncIterator[Api]:
-    app = create_app(definition, settings, configure_logs=False, clock=clock)
+    """The service, reading gaps from the records of the producers in this test process."""
+    prefix = settings.stream_prefix
+    app = create_app(
+        definition,
+        settings,
+        configure_logs=False,
+        clock=clock,
+        records=records.records_for(prefix),
+        peers=records.peers_for(prefix),
+    )
     try:
         async with app.router.lifespan_context(app):
+            context: ServiceContext = app.state.context
+            records.register(prefix, definition.name, context.store)
+            records.register_app(prefix, definition.name, app)
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
                 yield Api(client, TokenAuthority(secret=SECRET), app)
     finally:
+        records.unregister(prefix, definition.name)
+        records.unregister_app(prefix, definition.name)
         # Only once the service has stopped: its relay and projectors hold locks meanwhile.
         conn = await asyncpg.connect(settings.database_url)
         try:

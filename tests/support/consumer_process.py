@@ -20,6 +20,7 @@ import redis.asyncio as redis
 
 from runtime.consumer import ConsumerOptions, EventConsumer, IncomingEvent, Projector
 from runtime.logs import configure_logging
+from tests.support.keys import keyring
 from tests.support.tally import AttendanceTally
 
 
@@ -49,9 +50,10 @@ async def main() -> None:
         redis_url=args.redis_url,
         redis_client=client,
         prefix=args.prefix,
-        families=["attendance"],
+        producers=["activities"],
         handler=handler,
         consumer_name=args.name,
+        keyring=keyring,
         options=ConsumerOptions(batch_size=args.batch_size, reclaim_idle_ms=60_000),
     )
     await consumer.start()

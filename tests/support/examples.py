@@ -327,6 +327,25 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "owner_unit_id": "nde",
         "published_on": "2010-04-28",
     },
+    "signing_key.rotated": {
+        "service": "roster",
+        "key_id": "3f2b8c1e6d4a4f0e",
+        "previous_key_id": "9b7a2c5d8e1f0a3b",
+        "public_key": "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=",
+    },
+    "checkpoint.witnessed": {
+        "checkpoint": {
+            "service": "roster",
+            "tree_size": 343,
+            "head_hash": "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+            "root_hash": "1a208aeb6e1e4ea6cb4e4c3f1e4c1c3f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d",
+            "at": "2011-04-30T16:00:00+00:00",
+            "key_id": "3f2b8c1e6d4a4f0e",
+            "signature": "q1w2e3r4t5y6u7i8o9p0a1s2d3f4g5h6j7k8l9z0x1c2v3b4n5m6q1w2e3r4t5y6u7"
+            "i8o9p0a==",
+        },
+        "consistent_with_size": 300,
+    },
     "regulation.adopted": {
         "unit_id": "nde",
         "unit_kind": "school",

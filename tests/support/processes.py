@@ -4,6 +4,7 @@ client that sends commands the way a careful caller does: same idempotency key u
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import httpx
 
 from runtime.auth import Role, TokenAuthority
 from tests.support.apps import SECRET
+from tests.support.keys import keys_dir
 from tests.support.servers import free_port
 
 PARTY = str(Path(sys.executable).parent / "party")
@@ -38,7 +40,9 @@ class ServiceProcesses:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     def start(self, name: str) -> None:
-        port = self.ports.setdefault(name, free_port())
+        for each in NAMES:  # every port is known before the first starts: peers read records
+            self.ports.setdefault(each, free_port())
+        port = self.ports[name]
         env = {
             **os.environ,
             "PARTY_DATABASE_URL": self.database_url,
@@ -49,6 +53,8 @@ class ServiceProcesses:
             "PARTY_RELAY_POLL_SECONDS": "0.2",
             "PARTY_RECLAIM_IDLE_MS": "1000",
             "PARTY_LOG_FORMAT": "json",
+            "PARTY_KEYS_DIR": str(keys_dir()),
+            "PARTY_SERVICE_URLS": json.dumps({each: self.url(each) for each in NAMES}),
             **self.extra_env,
         }
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept by the process

@@ -23,6 +23,8 @@ from runtime.eventstore import (
     migrate,
 )
 from runtime.relay import Relay
+from tests.support import records
+from tests.support.keys import signer
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -77,11 +79,15 @@ async def producer(
     async with pool.acquire() as conn:
         await migrate(conn, schema, load_migrations("eventstore", EVENT_STORE_MIGRATIONS))
     holder: list[Producer] = []
-    store = EventStore(pool, schema, clock=lambda: holder[0]._clock())
+    store = EventStore(
+        pool, schema, clock=lambda: holder[0]._clock(), signer=signer(source), source=source
+    )
     made = Producer(store, Relay(store=store, redis_client=client, source=source, prefix=prefix))
     holder.append(made)
+    records.register(prefix, source, store)
     try:
         yield made
     finally:
+        records.unregister(prefix, source)
         await store.close()
         await pool.execute(f'DROP SCHEMA "{schema}" CASCADE')

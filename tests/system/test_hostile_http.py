@@ -39,6 +39,9 @@ SAMPLES = {
     "plaque_id": "x",
     "adjustment_id": "x",
     "recipient_id": "m20071000",
+    "guide_id": "x",
+    "appointment_id": "x",
+    "election_id": "x",
 }
 INJECTIONS = [
     "' OR '1'='1",

@@ -17,7 +17,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
             (line for line in text.splitlines() if line.startswith(f"| `{variable}` |")), None
         )
         assert row is not None, f"{variable} is not documented in README.md"
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         if hasattr(default, "get_secret_value"):
             continue  # secrets are not printed
         shown = "—" if default is None else str(default)
