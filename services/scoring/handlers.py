@@ -14,6 +14,7 @@ from contracts.errors import FieldError
 from runtime.business_time import BusinessCalendar
 from runtime.clock import Clock
 from runtime.commands import Change, CommandContext, Decision, LoadedStream, execute, load
+from runtime.consumer.projector import lock_projections
 from runtime.db import Connection
 from runtime.decider import CommandRefused
 from runtime.directory import Directory, MemberRecord
@@ -121,6 +122,7 @@ class ScoringService:
 
     async def refresh(self, members: Iterable[str]) -> None:
         async with self.archive.pool.acquire() as conn, conn.transaction():
+            await lock_projections(conn, self.store.schema)
             await self.live.refresh(conn, members)
 
     async def governing(

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from runtime.consumer.projector import lock_projections
 from runtime.db import Connection
 from runtime.eventstore import EventStore
 from runtime.eventstore.schema import quote_schema
@@ -99,6 +100,7 @@ class LiveScores:
     def __init__(self, store: EventStore, archive: Archive, schema: str, zone: ZoneInfo) -> None:
         self.store = store
         self.archive = archive
+        self._schema = schema
         self._s = quote_schema(schema)
         self.zone = zone
 
@@ -166,6 +168,7 @@ class LiveScores:
             return
         start = datetime.combine(earliest, time(0), self.zone)
         async with self.archive.pool.acquire() as conn, conn.transaction():
+            await lock_projections(conn, self._schema)
             inputs = await self.archive.inputs_since(start, conn=conn)
             ids = [i.event_id for i in inputs]
             superseded = {
