@@ -39,7 +39,7 @@ def test_up_brings_the_stack_up_and_the_scenario_audit_check_passes(stack: Stack
     assert stack.returncode == 0, stack.output[-4000:]
     out = stack.output
     assert "using it" in out  # PostgreSQL and Redis on localhost answered
-    assert "a PostgreSQL role and a Redis ACL user for each service" in out
+    assert "a PostgreSQL role, a Redis ACL user and a signing key for each service" in out
     assert "国防教育学院学生第一党支部 (nde-b1): ranking 2010" in out
     assert "国防教育学院学生第二党支部 (nde-b2): ranking 2010" in out
     assert "pairing suggestions" in out
