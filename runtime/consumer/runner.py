@@ -53,8 +53,8 @@ from runtime.errors import is_transient
 from runtime.logs import get_logger
 from runtime.metrics import (
     CONSUMER_BEHIND,
-    CONSUMER_FORKS,
     CONSUMER_CURSOR,
+    CONSUMER_FORKS,
     CONSUMER_LAG,
     CONSUMER_PENDING,
     DEAD_LETTERS,
