@@ -22,8 +22,8 @@ down:  ## stop every process `make up` started (`make down PURGE=1` also drops i
 status:
 	$(PYTHON) deploy/local/stack.py status
 
-run: $(STAMP)  ## the four services against PostgreSQL and Redis on localhost
-	$(BIN)/party serve all
+run: $(STAMP)  ## the four services against PostgreSQL and Redis on localhost, for development
+	PARTY_ENV=development $(BIN)/party serve all
 
 test: $(STAMP)  ## the whole test suite (needs PostgreSQL and Redis on localhost)
 	$(BIN)/pytest

@@ -1,8 +1,10 @@
 """Signed tokens with a role and a scope, shared by every service (DESIGN §6).
 
 Claims: `sub` (who), `role`, `branches` and `schools` (the scope of secretaries and school
-admins), `member` (the member id of a member), `exp`. Development signs with a shared secret
-(HS256); production verifies with a public key (RS256 or EdDSA) and never sees a private key.
+admins), `member` (the member id of a member), `iss`, `aud`, `iat` and `exp`. A token is accepted
+only from the configured issuer, for the configured audience, and valid for no longer than the
+configured lifetime (`exp` − `iat`). Development signs with a shared secret (HS256); production
+verifies with a public key (RS256 or EdDSA) and never sees a private key.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from contracts.types import PersonRole
 Role = PersonRole | Literal["service"]
 ROLES: tuple[PersonRole, ...] = get_args(PersonRole)
 AUDIENCE = "party-members"
+ISSUER = "party-members"
+#: A working day: the longest a token may be valid (`PARTY_TOKEN_MAX_LIFETIME_HOURS`).
+MAX_LIFETIME = timedelta(hours=9)
 
 
 class AuthenticationFailed(Exception):
@@ -81,6 +86,9 @@ class TokenAuthority:
         public_key: str | None = None,
         private_key: str | None = None,
         leeway_seconds: int = 30,
+        issuer: str = ISSUER,
+        audience: str = AUDIENCE,
+        max_lifetime: timedelta = MAX_LIFETIME,
     ) -> None:
         if public_key is None and not secret:
             raise ValueError("a shared secret or a public key is needed to verify tokens")
@@ -88,6 +96,9 @@ class TokenAuthority:
         self._public_key = public_key
         self._private_key = private_key
         self._leeway = leeway_seconds
+        self.issuer = issuer
+        self.audience = audience
+        self.max_lifetime = max_lifetime
 
     def issue(
         self,
@@ -100,6 +111,11 @@ class TokenAuthority:
         ttl: timedelta = timedelta(hours=8),
         now: datetime | None = None,
     ) -> str:
+        if ttl > self.max_lifetime:
+            raise ValueError(
+                f"a token valid for {_hours(ttl)} would be refused: tokens last at most "
+                f"{_hours(self.max_lifetime)}"
+            )
         issued = now or datetime.now(UTC)
         claims = {
             "sub": subject,
@@ -107,7 +123,8 @@ class TokenAuthority:
             "branches": sorted(branches),
             "schools": sorted(schools),
             "member": member_id,
-            "aud": AUDIENCE,
+            "iss": self.issuer,
+            "aud": self.audience,
             "iat": issued,
             "exp": issued + ttl,
         }
@@ -118,30 +135,39 @@ class TokenAuthority:
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Principal:
+        if self._public_key is not None:
+            key, algorithms = self._public_key, ["RS256", "EdDSA"]
+        else:
+            assert self._secret is not None
+            key, algorithms = self._secret, ["HS256"]
         try:
-            if self._public_key is not None:
-                claims = jwt.decode(
-                    token,
-                    self._public_key,
-                    algorithms=["RS256", "EdDSA"],
-                    audience=AUDIENCE,
-                    leeway=self._leeway,
-                    options={"require": ["exp", "sub", "aud"]},
-                )
-            else:
-                assert self._secret is not None
-                claims = jwt.decode(
-                    token,
-                    self._secret,
-                    algorithms=["HS256"],
-                    audience=AUDIENCE,
-                    leeway=self._leeway,
-                    options={"require": ["exp", "sub", "aud"]},
-                )
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub", "aud", "iss"]},
+            )
         except jwt.ExpiredSignatureError:
             raise AuthenticationFailed("the token has expired") from None
+        except jwt.InvalidIssuerError:
+            raise AuthenticationFailed(
+                f"the token is not valid: it was not issued by {self.issuer}"
+            ) from None
+        except jwt.InvalidAudienceError:
+            raise AuthenticationFailed(
+                f"the token is not valid: it is not meant for {self.audience}"
+            ) from None
         except jwt.InvalidTokenError as error:
             raise AuthenticationFailed(f"the token is not valid: {error}") from None
+        lifetime = timedelta(seconds=float(claims["exp"]) - float(claims["iat"]))
+        if lifetime > self.max_lifetime:
+            raise AuthenticationFailed(
+                f"the token is not valid: it lasts {_hours(lifetime)}, longer than the "
+                f"{_hours(self.max_lifetime)} a token may last"
+            )
         role = claims.get("role")
         if role not in ROLES:
             raise AuthenticationFailed(f"the token names an unknown role {role!r}")
@@ -156,3 +182,8 @@ class TokenAuthority:
             schools=frozenset(schools),
             member_id=claims.get("member"),
         )
+
+
+def _hours(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours:g} hours" if hours < 48 else f"{hours / 24:,.0f} days"

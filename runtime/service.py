@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from runtime.logs import get_logger
 from runtime.projection import LocalProjection, LocalProjector
 from runtime.redis_primary import resolve_redis_url, watch_primary
 from runtime.relay import Relay
-from runtime.settings import Settings
+from runtime.settings import MIN_SECRET_BYTES, PUBLISHED_SECRETS, Settings
 from runtime.signing import (
     KeyDirectory,
     KeyRing,
@@ -86,6 +87,9 @@ class ServiceDefinition:
     projections: Callable[[ServiceContext], Sequence[Projection]] = _no_projections
     routers: Sequence[Any] = ()  # fastapi.APIRouter, mounted under the service's app
     background: Callable[[ServiceContext], Sequence[Coroutine[Any, Any, None]]] = _no_tasks
+    #: run once after `setup`, before the projectors catch up or a rebuild folds (a check or
+    #: an upgrade of stored data)
+    on_start: Callable[[ServiceContext], Coroutine[Any, Any, None]] | None = None
 
     def migrations(self) -> list[Migration]:
         own = load_migrations(self.name, self.migrations_dir) if self.migrations_dir else []
@@ -154,8 +158,47 @@ def service_signer(settings: Settings, service: str) -> Signer:
 
 def token_authority(settings: Settings) -> TokenAuthority:
     return TokenAuthority(
-        secret=settings.auth_secret.get_secret_value(), public_key=settings.auth_public_key
+        secret=settings.auth_secret.get_secret_value(),
+        public_key=settings.auth_public_key,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+        max_lifetime=timedelta(hours=settings.token_max_lifetime_hours),
     )
+
+
+class UnsafeSettings(Exception):
+    """Settings a service refuses to start with outside development (`PARTY_ENV`)."""
+
+
+def check_safe_to_start(settings: Settings) -> None:
+    """Outside development, no published or short token secret opens a service, and a service
+    signs only with the key a deployment provisioned for it."""
+    if settings.env == "development":
+        return
+    refusals = []
+    secret = settings.auth_secret.get_secret_value()
+    if settings.auth_public_key is None:  # with a public key, the secret verifies nothing
+        if secret in PUBLISHED_SECRETS:
+            refusals.append(
+                "PARTY_AUTH_SECRET is a secret published in the repository (the development "
+                "default or an example): set a random one "
+                "(`python3 -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        elif len(secret.encode()) < MIN_SECRET_BYTES:
+            refusals.append(
+                f"PARTY_AUTH_SECRET is {len(secret.encode())} bytes long: it needs at least "
+                f"{MIN_SECRET_BYTES}"
+            )
+    if settings.create_missing_key:
+        refusals.append(
+            "PARTY_CREATE_MISSING_KEY is true: a deployment provisions each service's signing "
+            "key (`party provision`, `party keys init`) and sets it to false"
+        )
+    if refusals:
+        raise UnsafeSettings(
+            f"refusing to start with PARTY_ENV={settings.env}: {'; '.join(refusals)} "
+            "(or set PARTY_ENV=development on a developer's machine)"
+        )
 
 
 async def ensure_database(dsn: str) -> bool:
@@ -218,6 +261,7 @@ async def start_service(
     records: dict[str, ProducerRecord] | None = None,
     peers: Callable[[ServiceContext], PeerCheckpoints] | None = None,
 ) -> ServiceContext:
+    check_safe_to_start(settings)
     pool = await connect_database(settings)
     schema = settings.schema_for(definition.name)
     applied = await migrate_service(pool, definition, schema) if settings.migrate_on_start else []
@@ -287,15 +331,25 @@ async def start_service(
             name=f"{definition.name}_read_models",
             source=definition.name,
             poll_seconds=settings.relay_poll_seconds,
+            attempts=settings.projection_attempts,
         )
     if definition.uses_directory:
         context.directory = Directory(pool, schema)
     definition.setup(context)
+    if definition.on_start is not None:
+        await definition.on_start(context)
     projections = list(definition.projections(context))
     # The directory is committed before the projections that read it act.
     eager = [MemberDirectory(schema)] if definition.uses_directory else []
     if projections or eager:
-        context.projector = Projector(pool, schema, projections, eager, service=definition.name)
+        context.projector = Projector(
+            pool,
+            schema,
+            projections,
+            eager,
+            service=definition.name,
+            attempts=settings.projection_attempts,
+        )
     if producers and context.projector is not None:
         context.consumer = EventConsumer(
             service=definition.name,
@@ -402,10 +456,12 @@ INFRASTRUCTURE_TABLES = frozenset(
         "chain_head",
         "idempotency_keys",
         "unique_claims",
+        "personal_keys",
         "relay_progress",
         "inbox",
         "log_frontier",
         "log_checkpoints",
+        "failed_events",  # compared apart: who failed, not when (RebuildReport.skipped)
     }
 )
 
@@ -418,6 +474,9 @@ class RebuildReport:
     differing: tuple[str, ...]
     #: A few rows of each differing table as they were (`-`) and as they came out (`+`).
     examples: tuple[str, ...] = ()
+    #: The events the read models went without (runtime.failures), after the rebuild; a
+    #: different set than before is a difference ("failed_events").
+    skipped: tuple[str, ...] = ()
 
     @property
     def equal(self) -> bool:
@@ -441,15 +500,23 @@ async def rebuild_read_models(
         store=store,
         tokens=token_authority(settings),
     )
+    # The roster, say, refuses a personal-data key that does not fit before anything is folded.
+    if definition.on_start is not None:
+        await definition.on_start(context)
     projector = LocalProjector(
         store,
         definition.local_projections(context),
         name=f"{definition.name}_read_models",
         source=definition.name,
+        attempts=settings.projection_attempts,
     )
     before = await _dump_read_models(pool, schema)
+    async with pool.acquire() as conn:
+        skipped_before = await projector.failures.skipped_ids(conn)
     read = await projector.rebuild()
     after = await _dump_read_models(pool, schema)
+    async with pool.acquire() as conn:
+        skipped_after = await projector.failures.skipped_ids(conn)
     differing = tuple(
         t for t in sorted(before.keys() | after.keys()) if before.get(t) != after.get(t)
     )
@@ -458,7 +525,19 @@ async def rebuild_read_models(
         was, now = set(before.get(table, ())), set(after.get(table, ()))
         examples += [f"{table} - {row}" for row in sorted(was - now)[:3]]
         examples += [f"{table} + {row}" for row in sorted(now - was)[:3]]
-    return RebuildReport(definition.name, read, tuple(sorted(before)), differing, tuple(examples))
+    if skipped_before != skipped_after:
+        differing = (*differing, "failed_events")
+        gone, new = skipped_before - skipped_after, skipped_after - skipped_before
+        examples += [f"failed_events - {e}" for e in sorted(map(str, gone))]
+        examples += [f"failed_events + {e}" for e in sorted(map(str, new))]
+    return RebuildReport(
+        definition.name,
+        read,
+        tuple(sorted(before)),
+        differing,
+        tuple(examples),
+        tuple(sorted(map(str, skipped_after))),
+    )
 
 
 async def _dump_read_models(pool: asyncpg.Pool, schema: str) -> dict[str, list[str]]:

@@ -14,11 +14,23 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORTS = {"roster": 8101, "activities": 8102, "scoring": 8103, "notify": 8104}
+#: The token secret published in this repository: accepted only with `PARTY_ENV=development`.
+DEVELOPMENT_SECRET = "dev-only-secret-change-me-0123456789"
+#: Every token secret printed in this repository (the default, compose's example), refused
+#: outside development.
+PUBLISHED_SECRETS = frozenset({DEVELOPMENT_SECRET, "change-me-a-long-random-token-signing-secret"})
+#: The shortest token secret a service accepts outside development (bytes).
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARTY_", extra="ignore")
 
+    env: Literal["development", "production"] = Field(
+        "production",
+        description="`development` lets a service start with the published token secret, a "
+        "short one, or a signing key it creates itself; anything else refuses them",
+    )
     database_url: str = Field(
         "postgresql://postgres@127.0.0.1:5432/party",
         description="PostgreSQL DSN (the database is created if missing); one schema per service",
@@ -45,12 +57,43 @@ class Settings(BaseSettings):
         description="HTTP port (default 8101 roster, 8102 activities, 8103 scoring, 8104 notify)",
     )
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies get 413")
+    http_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="a request's line and headers complete within this long of the connection "
+        "opening (or of a later request's first byte), or 408 and the connection is closed",
+    )
+    http_body_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request's body arrives in full within this long of its headers"
+    )
+    http_keep_alive_seconds: int = Field(
+        5, ge=1, description="an idle kept-alive connection is closed after this long"
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        description="open HTTP connections at most; one more gets 503 and is closed (kept below "
+        "the process's descriptor limit)",
+    )
+    http_max_header_bytes: int = Field(
+        65_536, ge=1024, description="a request line and headers larger than this get 431"
+    )
     auth_secret: SecretStr = Field(
-        SecretStr("dev-only-secret-change-me-0123456789"),
-        description="HS256 secret for tokens in development",
+        SecretStr(DEVELOPMENT_SECRET),
+        description="HS256 secret for tokens: the published default and secrets under 32 bytes "
+        "only in development",
     )
     auth_public_key: str | None = Field(
         None, description="PEM public key: when set, only RS256/EdDSA tokens it signed are accepted"
+    )
+    token_issuer: str = Field(
+        "party-members", description="the `iss` every accepted token names (and `party token` sets)"
+    )
+    token_audience: str = Field(
+        "party-members", description="the `aud` every accepted token names (and `party token` sets)"
+    )
+    token_max_lifetime_hours: float = Field(
+        9.0, gt=0, description="a token valid longer than this (exp − iat) is refused"
     )
     timezone: str = Field("Asia/Shanghai", description="the university's time zone for dates")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
@@ -67,6 +110,12 @@ class Settings(BaseSettings):
     )
     max_deliveries: int = Field(
         5, ge=1, description="an entry failing this many deliveries goes to the dead letters"
+    )
+    projection_attempts: int = Field(
+        3,
+        ge=1,
+        description="an event a projection fails on this many times (not because PostgreSQL or "
+        "Redis is down) is recorded in `failed_events` and skipped; the rest go on",
     )
     consumer_name: str | None = Field(
         None, description="consumer name in the groups (default: host-pid-random, unique)"

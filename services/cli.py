@@ -5,7 +5,8 @@ party serve all               # the four services, one process each
 party migrate all             # apply every schema's migrations (also done at start)
 party verify all [--checkpoints FILE]   # chains, signatures, witnesses, from PostgreSQL
 party rebuild all             # fold each log again into its read models, compare with live
-party token --role auditor    # a development token (signed with PARTY_AUTH_SECRET)
+party token --role auditor    # a token signed with PARTY_AUTH_SECRET (or, when that is not
+                              # set, the secret `make up` keeps in .run/credentials.json)
 party keys list               # the signing keys (PARTY_KEYS_DIR); init, rotate, revoke
                               # (--per-service-dirs: also DIR/{service}/ for each service)
 party contracts [--check]     # regenerate (or check) JSON Schema, AsyncAPI and OpenAPI
@@ -22,12 +23,14 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from runtime.auth import ROLES, Role
 from runtime.eventstore import verify_chain
 from runtime.logs import configure_logging
 from runtime.service import (
+    UnsafeSettings,
+    check_safe_to_start,
     connect_database,
     migrate_service,
     rebuild_read_models,
@@ -54,24 +57,27 @@ from services.registry import SERVICES, resolve
 
 def _serve(names: list[str]) -> int:
     definitions = resolve(names)
+    settings = Settings()
+    try:
+        check_safe_to_start(settings)  # start_service checks again; here it is one sentence
+    except UnsafeSettings as error:
+        print(f"party serve: {error}", file=sys.stderr)
+        return 2
     if len(definitions) > 1:
         return _serve_many([d.name for d in definitions])
     import uvicorn
 
     from runtime.http import create_app
+    from runtime.http.server import uvicorn_options
 
     definition = definitions[0]
-    settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         create_app(definition, settings),
         host=settings.http_host,
         port=settings.port_for(definition.name),
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=15,
+        # httptools with header and body timeouts, keep-alive and a connection limit
+        **uvicorn_options(settings),
     )
     return 0
 
@@ -221,15 +227,64 @@ async def _rebuild(names: list[str]) -> int:
                 )
                 for example in report.examples:
                     print(f"  {example}")
+            if report.skipped:
+                print(
+                    f"  {len(report.skipped)} event(s) skipped, their projection failing "
+                    f"(GET /v1/audit/failed-events): {', '.join(report.skipped[:5])}"
+                )
     finally:
         await pool.close()
     return 1 if differing else 0
 
 
+#: The option each scoped role needs: a token of that role without it opens nothing.
+SCOPE_OPTIONS = {
+    "branch_secretary": ("branch", "--branch"),
+    "committee_member": ("branch", "--branch"),
+    "school_admin": ("school", "--school"),
+    "member": ("member", "--member"),
+}
+
+
+def credentials_file() -> Path:
+    """Where `make up` keeps its credentials (`PARTY_RUN_DIR`, default `.run`)."""
+    return Path(os.environ.get("PARTY_RUN_DIR") or ".run") / "credentials.json"
+
+
+def _token_settings() -> Settings:
+    """PARTY_AUTH_SECRET when set; otherwise the secret of the stack `make up` started here,
+    when its credentials file holds one; otherwise the settings' default (development)."""
+    if os.environ.get("PARTY_AUTH_SECRET"):
+        return Settings()
+    import json
+
+    path = credentials_file()
+    try:
+        secret = json.loads(path.read_text()).get("auth_secret") if path.exists() else None
+    except (OSError, ValueError, AttributeError):
+        secret = None
+    return Settings(auth_secret=secret) if isinstance(secret, str) and secret else Settings()
+
+
 def _token(args: argparse.Namespace) -> int:
-    tokens = token_authority(Settings())
-    print(
-        tokens.issue(
+    if args.ttl_hours <= 0:
+        print(
+            f"party token: --ttl-hours must be more than 0 (not {args.ttl_hours:g}): such a "
+            "token has expired before it is used",
+            file=sys.stderr,
+        )
+        return 2
+    needed = SCOPE_OPTIONS.get(args.role)
+    if needed is not None and not getattr(args, needed[0]):
+        print(
+            f"party token: a {args.role} token needs its scope: give {needed[1]} "
+            f"(a token without it opens nothing)",
+            file=sys.stderr,
+        )
+        return 2
+    tokens = token_authority(_token_settings())
+    try:
+        token = tokens.issue(
             args.subject or args.role,
             cast(Role, args.role),
             branches=args.branch,
@@ -237,7 +292,10 @@ def _token(args: argparse.Namespace) -> int:
             member_id=args.member,
             ttl=timedelta(hours=args.ttl_hours),
         )
-    )
+    except ValueError as error:
+        print(f"party token: {error} (PARTY_TOKEN_MAX_LIFETIME_HOURS)", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
@@ -247,6 +305,7 @@ def _keys(args: argparse.Namespace) -> int:
         if args.action == "init":
             for service, key_id in ensure_keys(keys_dir, args.services or list(SERVICES)).items():
                 print(f"{service}: key {key_id} in {keys_dir}")
+            _personal_data_key(keys_dir)
         elif args.action == "rotate":
             for service in args.services:
                 old, new = rotate_key(keys_dir, service)
@@ -279,6 +338,15 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _personal_data_key(keys_dir: Path) -> None:
+    """The university's personal-data key (runtime/personal.py), made once: the roster's."""
+    from runtime.personal import KEY_FILE, load_master_key
+
+    existed = (keys_dir / KEY_FILE).exists()
+    load_master_key(keys_dir, create=True)
+    print(f"roster: personal-data key in {keys_dir / KEY_FILE}{' (kept)' if existed else ''}")
+
+
 def _per_service_dirs(keys_dir: Path) -> None:
     """`{keys_dir}/{service}/` for each service: its own private key and every service's public
     keys file, and nothing else — the one key directory that service is given (compose mounts
@@ -290,6 +358,9 @@ def _per_service_dirs(keys_dir: Path) -> None:
         target.mkdir(mode=0o700, exist_ok=True)
         private = private_key_path(keys_dir, service)
         files = [(private, 0o600)] if private.exists() else []
+        personal = keys_dir / "personal-data.key"
+        if service == "roster" and personal.exists():
+            files.append((personal, 0o600))  # it seals and erases personal data; no other
         for source, mode in [*files, *((path, 0o644) for path in public)]:
             temporary = target / f".{source.name}.new"
             temporary.unlink(missing_ok=True)
@@ -307,14 +378,30 @@ async def _provision(
     *,
     keys: bool = True,
     per_service_dirs: bool = False,
-) -> dict[str, dict[str, str]]:
-    from services.provision import new_credentials, provision_database, provision_redis
+    campus_systems: list[str] | None = None,
+    disable_default_user: bool = False,
+    revoke_public_connect: bool = False,
+) -> dict[str, Any]:
+    from services.provision import (
+        disable_default_user as disable_default,
+    )
+    from services.provision import (
+        new_credentials,
+        other_databases_open_to,
+        provision_campus_systems,
+        provision_database,
+        provision_redis,
+    )
+    from services.provision import (
+        revoke_public_connect as revoke_connect,
+    )
 
     settings = Settings()
     if keys:
         directory = Path(keys_dir or settings.keys_dir)
         for service, key_id in ensure_keys(directory, SERVICES).items():
             print(f"{service}: signing key {key_id}")
+        _personal_data_key(directory)
         if per_service_dirs:
             _per_service_dirs(directory)
     definitions = resolve(["all"])
@@ -332,13 +419,48 @@ async def _provision(
     )
     for name in databases:
         print(f"{name}: PostgreSQL role and Redis user {credentials[name].user}")
-    return {
+    if revoke_public_connect:
+        revoked = await revoke_connect(settings.database_url)
+        print(f"PUBLIC's CONNECT revoked on {', '.join(revoked) or 'no other database'}")
+    roles = [c.user for c in credentials.values()]
+    still_open = sorted(
+        {
+            db
+            for dbs in (await other_databases_open_to(settings.database_url, roles)).values()
+            for db in dbs
+        }
+    )
+    if still_open:
+        print(
+            f"note: the service roles may still connect to {', '.join(still_open)} through "
+            "PUBLIC's CONNECT; on a shared server the DBA revokes it "
+            "(REVOKE CONNECT ON DATABASE … FROM PUBLIC) or pg_hba.conf admits each role to "
+            "its own database only; on a server of its own: --revoke-public-connect"
+        )
+    result: dict[str, Any] = {
         name: {"database_url": databases[name], "redis_url": redises[name]} for name in databases
     }
+    if campus_systems:
+        made = await provision_campus_systems(
+            settings.redis_url, settings.stream_prefix, user_prefix, campus_systems
+        )
+        for name, entry in made.items():
+            print(f"campus system {name}: Redis user {entry['user']} (reads the streams only)")
+        result["campus_systems"] = made
+    if disable_default_user:
+        admin = await disable_default(settings.redis_url, f"{user_prefix}_admin")
+        if admin is not None:
+            print(
+                f"Redis: administrator user {admin['user']} made (its URL is in the "
+                "credentials file: use it as the administrator from now on)"
+            )
+            result["redis_admin"] = admin
+        print("Redis: the default user is off")
+    return result
 
 
 def _provision_command(args: argparse.Namespace) -> int:
-    from services.provision import passwords_from_environment
+    from services.provision import CAMPUS_NAME, passwords_from_environment
 
     passwords = None
     if args.passwords_from_env:
@@ -347,24 +469,48 @@ def _provision_command(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"party provision: {error}", file=sys.stderr)
             return 2
+    for name in args.campus_system:
+        if not CAMPUS_NAME.match(name):
+            print(
+                f"party provision: --campus-system {name!r}: a name is lower-case letters, "
+                "digits and '-' (up to 40)",
+                file=sys.stderr,
+            )
+            return 2
     credentials = _provision(
         args.user_prefix,
         passwords,
         args.keys_dir,
         keys=not args.no_keys,
         per_service_dirs=args.per_service_dirs,
+        campus_systems=args.campus_system,
+        disable_default_user=args.disable_default_user,
+        revoke_public_connect=args.revoke_public_connect,
     )
     return _write_credentials(args.out, asyncio.run(credentials))
 
 
-def _write_credentials(out: str, credentials: dict[str, dict[str, str]]) -> int:
+def _write_credentials(out: str, credentials: dict[str, Any]) -> int:
+    """Write the credentials (mode 0600), keeping what the file held that this run did not
+    make: the stack's own secrets, campus systems provisioned before."""
     import json
-    from pathlib import Path
 
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(credentials, indent=2))
-    target.chmod(0o600)
+    kept: dict[str, Any] = {}
+    if target.exists():
+        try:
+            kept = json.loads(target.read_text())
+        except ValueError:
+            kept = {}
+    campus = {**kept.get("campus_systems", {}), **credentials.get("campus_systems", {})}
+    merged = {**kept, **credentials, **({"campus_systems": campus} if campus else {})}
+    temporary = target.with_name(f".{target.name}.new")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(json.dumps(merged, indent=2))
+    os.replace(temporary, target)
     print(f"credentials written to {target}")
     return 0
 
@@ -421,6 +567,26 @@ def main(argv: list[str] | None = None) -> int:
         "--no-keys",
         action="store_true",
         help="leave the signing keys alone (the operator provisions them: Kubernetes)",
+    )
+    pro.add_argument(
+        "--campus-system",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also a Redis user for this outside campus system (repeat): reads the streams, "
+        "with its own consumer group; its password goes to the credentials file",
+    )
+    pro.add_argument(
+        "--disable-default-user",
+        action="store_true",
+        help="turn Redis's default user off (first making an administrator user when the "
+        "admin URL is the default user's)",
+    )
+    pro.add_argument(
+        "--revoke-public-connect",
+        action="store_true",
+        help="revoke PUBLIC's CONNECT on every other database of the PostgreSQL server (a "
+        "server of its own; on a shared one that is the DBA's decision)",
     )
     keys = commands.add_parser("keys", help="the services' signing keys")
     keys.add_argument("action", choices=["list", "init", "rotate", "revoke"])

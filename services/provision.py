@@ -7,11 +7,15 @@ service, beside the credentials, never in PostgreSQL or Redis.
 
     party provision [--out .run/credentials.json] [--keys-dir .run/keys]  # as the admin
 
-Run after the migrations (the roles get rights on the tables that exist).
+Run after the migrations (the roles get rights on the tables that exist). On request it also
+makes a read-only Redis user per outside campus system (`--campus-system NAME`), turns the Redis
+`default` user off (`--disable-default-user`) and revokes PUBLIC's CONNECT on the server's other
+databases (`--revoke-public-connect`, for a server of its own).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import redis.asyncio as redis
 
-from contracts.catalogue import families_of
+from contracts.catalogue import FAMILIES, PRODUCERS, families_of
 from runtime.eventstore.schema import quote_schema
 from runtime.service import ServiceDefinition, producers_of
 
@@ -85,8 +89,11 @@ def redis_rules(definition: ServiceDefinition, prefix: str, password: str) -> li
         "+@write",
         "+@stream",
         "+@transaction",
-        "+@scripting",
         "-@dangerous",
+        # No Lua or functions (they would run any command on any key the user may touch, in one
+        # call) and no other database than the URL's (redis-py sends SELECT only for db > 0).
+        "-@scripting",
+        "-select",
     ]
     reads = consumed(definition)
     if reads:
@@ -116,25 +123,159 @@ async def provision_redis(
     return urls
 
 
+#: What a campus system may do on the streams it reads with its own consumer group (the family
+#: streams and notify's reminders): read, acknowledge, claim what its consumers left pending.
+CAMPUS_GROUP_COMMANDS = (
+    "+xreadgroup",
+    "+xack",
+    "+xgroup|create",
+    "+xgroup|createconsumer",
+    "+xautoclaim",
+    "+xclaim",
+    "+xpending",
+)
+#: What it may do on every stream it reads: plain reads, never a group's state.
+CAMPUS_READ_COMMANDS = (
+    "+xread",
+    "+xrange",
+    "+xrevrange",
+    "+xlen",
+    "+xinfo|stream",
+    "+xinfo|groups",
+    "+xinfo|consumers",
+)
+CAMPUS_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+def campus_user(user_prefix: str, name: str) -> str:
+    if not CAMPUS_NAME.match(name):
+        raise ValueError(
+            f"a campus system's name is lower-case letters, digits and '-' (up to 40), not {name!r}"
+        )
+    return f"{user_prefix}_campus_{name}"
+
+
+def campus_rules(prefix: str, password: str) -> list[str]:
+    """The ACL SETUSER rules of an outside campus system's Redis user: read-only (`%R~`) on the
+    public family streams, notify's reminders and the services' log streams; consumer-group
+    commands on the family streams and the reminders only. A Redis ACL cannot confine a user to
+    one group: it could acknowledge or claim entries of another campus system's group on those
+    streams, never a service's (the services read only the log streams, where it has plain
+    reads), and it can add, change or delete no entry anywhere."""
+    grouped = [f"{prefix}:{family}" for family in FAMILIES] + [f"{prefix}:notifications"]
+    logs = [f"{prefix}:log:{producer}" for producer in PRODUCERS]
+    return [
+        "reset",
+        "on",
+        f">{password}",
+        *CONNECTION_COMMANDS,
+        "+ping",
+        "-@dangerous",
+        "-select",
+        *(f"%R~{key}" for key in [*grouped, *logs]),
+        *CAMPUS_READ_COMMANDS,
+        f"({' '.join(f'~{key}' for key in grouped)} {' '.join(CAMPUS_GROUP_COMMANDS)})",
+    ]
+
+
+async def provision_campus_systems(
+    admin_url: str, prefix: str, user_prefix: str, names: Sequence[str]
+) -> dict[str, dict[str, str]]:
+    """A Redis user per campus system, each with a new random password; return for each its
+    user, password and URL (for the credentials file, under `campus_systems`)."""
+    client = redis.Redis.from_url(admin_url)
+    made = {}
+    try:
+        for name in names:
+            user, password = campus_user(user_prefix, name), secrets.token_urlsafe(24)
+            await client.execute_command(  # type: ignore[no-untyped-call]
+                "ACL", "SETUSER", user, *campus_rules(prefix, password)
+            )
+            made[name] = {
+                "user": user,
+                "password": password,
+                "redis_url": _with_user(admin_url, user, password),
+            }
+    finally:
+        await client.aclose()
+    return made
+
+
+async def disable_default_user(
+    admin_url: str, admin_user: str, password: str | None = None
+) -> dict[str, str] | None:
+    """Turn Redis's `default` user off (it has no password and every command). When the
+    administrator connects as `default`, an administrator user `admin_user` with every right is
+    made first (with `password`, or a random one) and returned with its URL, to be used from
+    now on; when it connects as another user, nothing is made and None is returned. Clients
+    already authenticated as `default` keep their connection until they reconnect."""
+    client = redis.Redis.from_url(admin_url)
+    try:
+        current = await client.execute_command("ACL", "WHOAMI")  # type: ignore[no-untyped-call]
+        made = None
+        if (current.decode() if isinstance(current, bytes) else str(current)) == "default":
+            password = password or secrets.token_urlsafe(24)
+            await client.execute_command(  # type: ignore[no-untyped-call]
+                "ACL", "SETUSER", admin_user, "reset", "on", f">{password}", "~*", "&*", "+@all"
+            )
+            url = _with_user(admin_url, admin_user, password)
+            check = redis.Redis.from_url(url)
+            try:
+                await check.ping()  # the new administrator answers before the old one goes
+            finally:
+                await check.aclose()
+            made = {"user": admin_user, "password": password, "redis_url": url}
+        await client.execute_command("ACL", "SETUSER", "default", "off")  # type: ignore[no-untyped-call]
+        return made
+    finally:
+        await client.aclose()
+
+
 async def provision_database(
     admin_dsn: str,
     definitions: Sequence[ServiceDefinition],
     credentials: Mapping[str, Credentials],
     schema_of: Mapping[str, str],
 ) -> dict[str, str]:
-    """Create or update each service's login role; return the service's database URL."""
+    """Create or update each service's login role; return the service's database URL.
+
+    A role may connect to this database only (no `TEMPORARY`, no `CREATE`), use its own schema
+    only, read its log and append to it only through the store's functions, and write the other
+    tables of its schema only as far as the service does (`TABLE_PRIVILEGES`); on the schemas of
+    the other services it has nothing. PUBLIC loses `CONNECT` and `TEMPORARY` on this database
+    (the service roles and the administrator are who uses it) and `CREATE` on its `public`
+    schema. Other databases of the server are not touched: see `revoke_public_connect`."""
     conn = await asyncpg.connect(admin_dsn)
     urls = {}
     try:
         database = await conn.fetchval("SELECT current_database()")
+        db = f'"{database}"'
+        await conn.execute(f"REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC")
+        if await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = 'public'"):
+            await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
         for definition in definitions:
             c = credentials[definition.name]
             schema = quote_schema(schema_of[definition.name])
             role = f'"{c.user}"'
             exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", c.user)
             verb = "ALTER" if exists else "CREATE"
-            await conn.execute(f"{verb} ROLE {role} LOGIN PASSWORD '{_literal(c.password)}'")
-            await conn.execute(f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
+            await conn.execute(
+                f"{verb} ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                f"NOBYPASSRLS PASSWORD '{_literal(c.password)}'"
+            )
+            await conn.execute(f"REVOKE ALL ON DATABASE {db} FROM {role}")
+            await conn.execute(f"GRANT CONNECT ON DATABASE {db} TO {role}")
+            for other in definitions:
+                other_schema = schema_of[other.name]
+                if other.name == definition.name or other_schema == schema_of[definition.name]:
+                    continue
+                if await conn.fetchval(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = $1", other_schema
+                ):
+                    quoted = quote_schema(other_schema)
+                    await conn.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA {quoted} FROM {role}")
+                    await conn.execute(f"REVOKE ALL ON SCHEMA {quoted} FROM {role}")
+            await conn.execute(f"REVOKE ALL ON SCHEMA {schema} FROM {role}")
             await conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
             tables = [
                 r["table_name"]
@@ -144,15 +285,9 @@ async def provision_database(
                 )
             ]
             for table in tables:
-                if table in APPEND_ONLY_TABLES:
-                    # The log and its head: read; appends only through the functions below.
-                    await conn.execute(f"REVOKE ALL ON {schema}.{table} FROM {role}")
-                    await conn.execute(f"GRANT SELECT ON {schema}.{table} TO {role}")
-                else:
-                    await conn.execute(
-                        f'GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON {schema}."{table}" '
-                        f"TO {role}"
-                    )
+                await conn.execute(f'REVOKE ALL ON {schema}."{table}" FROM {role}')
+                privileges = TABLE_PRIVILEGES.get(table, READ_MODEL_PRIVILEGES)
+                await conn.execute(f'GRANT {privileges} ON {schema}."{table}" TO {role}')
             await conn.execute(
                 f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC, {role}"
             )
@@ -164,8 +299,77 @@ async def provision_database(
     return urls
 
 
+async def other_databases_open_to(admin_dsn: str, roles: Sequence[str]) -> dict[str, list[str]]:
+    """The other databases of the server each role may still connect to (through PUBLIC's
+    `CONNECT`, which PostgreSQL grants on every database unless someone revoked it)."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        return {
+            role: [
+                row["datname"]
+                for row in await conn.fetch(
+                    "SELECT datname FROM pg_database WHERE datallowconn "
+                    "AND datname <> current_database() "
+                    "AND has_database_privilege($1, datname, 'CONNECT') ORDER BY datname",
+                    role,
+                )
+            ]
+            for role in roles
+        }
+    finally:
+        await conn.close()
+
+
+async def revoke_public_connect(
+    admin_dsn: str, databases: Sequence[str] | None = None
+) -> list[str]:
+    """Revoke PUBLIC's `CONNECT` and `TEMPORARY` on the other databases of the server (all of
+    them unless named): right for a server of the system's own (the private one `make up`
+    starts), the DBA's decision on a shared one, where other users may rely on PUBLIC's."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if databases is None:
+            databases = [
+                row["datname"]
+                for row in await conn.fetch(
+                    "SELECT datname FROM pg_database WHERE datallowconn "
+                    "AND datname <> current_database() ORDER BY datname"
+                )
+            ]
+        for name in databases:
+            quoted = name.replace('"', '""')
+            await conn.execute(f'REVOKE CONNECT, TEMPORARY ON DATABASE "{quoted}" FROM PUBLIC')
+        return list(databases)
+    finally:
+        await conn.close()
+
+
 #: Tables a service's role reads but never writes: its log and the head of its chain.
 APPEND_ONLY_TABLES = frozenset({"events", "chain_head"})
+#: What the role may do on the tables of the machinery around its log (runtime/): only what
+#: the service does there. The log and its head are read (appends go through the functions
+#: below); the migrations are the administrator's; idempotency keys, unique claims, the inbox
+#: and the signed checkpoints are only added to; cursors and progress are moved.
+TABLE_PRIVILEGES: dict[str, str] = {
+    **dict.fromkeys(APPEND_ONLY_TABLES, "SELECT"),
+    "schema_migrations": "SELECT",
+    "idempotency_keys": "SELECT, INSERT",
+    # … a claim is released when its person is erased (runtime/personal.py) …
+    "unique_claims": "SELECT, INSERT, DELETE",
+    # … and a person's data key is made, and destroyed by the erasure (never emptied at once).
+    "personal_keys": "SELECT, INSERT, UPDATE",
+    "inbox": "SELECT, INSERT",
+    "log_checkpoints": "SELECT, INSERT",
+    "log_frontier": "SELECT, INSERT, UPDATE",
+    "relay_progress": "SELECT, INSERT, UPDATE",
+    "producer_cursors": "SELECT, INSERT, UPDATE",
+    "projection_checkpoints": "SELECT, INSERT, UPDATE",
+    # … and the events a projection could not apply, until they apply (runtime/failures.py).
+    "failed_events": "SELECT, INSERT, UPDATE, DELETE",
+}
+#: A read model (every other table of the service's schema) is the service's to fold, and to
+#: empty for a rebuild.
+READ_MODEL_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE"
 #: How the role appends instead (runtime/eventstore/sql/0003_signed_log.sql).
 APPEND_FUNCTIONS = (
     "lock_chain_head()",
@@ -220,7 +424,8 @@ async def unprovision(
     drop_database: bool = False,
     drop_schemas: Sequence[str] = (),
 ) -> None:
-    """Undo `provision` and delete the streams; if asked, drop the whole database or only the
+    """Undo `provision` (the services' roles and users, the campus systems' users) and delete
+    the streams; if asked, drop the whole database or only the
     services' schemas. For `down --purge` and for tests."""
     users = [f"{user_prefix}_{name}" for name in services]
     base, _, database = admin_dsn.rpartition("/")
@@ -250,7 +455,13 @@ async def unprovision(
             await conn.close()
     client = redis.Redis.from_url(admin_redis_url)
     try:
-        for user in users:
+        listed = await client.execute_command("ACL", "USERS")  # type: ignore[no-untyped-call]
+        campus = [
+            name
+            for name in (u.decode() if isinstance(u, bytes) else str(u) for u in listed)
+            if name.startswith(f"{user_prefix}_campus_")
+        ]
+        for user in [*users, *campus]:
             await client.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
         for start in range(0, len(keys), 500):

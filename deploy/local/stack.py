@@ -12,6 +12,11 @@ four services with those credentials, waits until each is ready, then loads the 
 and prints what a branch secretary would want to see. Everything it starts is written to
 `.run/stack.json`, so `down` stops exactly that and nothing else.
 
+Secrets go to `.run/credentials.json` (mode 0600), never to `stack.json`: the services' roles
+and users, the token secret (random, `secrets.token_urlsafe(48)`, unless PARTY_AUTH_SECRET is
+set), and for private servers the PostgreSQL superuser's password (the cluster is initialised
+with scram-sha-256) and the Redis administrator's (the `default` user is off).
+
 Only the standard library is imported at the top: this file must run before the virtual
 environment exists.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -150,11 +156,15 @@ def up(args: argparse.Namespace) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     state = State(args.database_url, args.redis_url, args.stream_prefix, args.user_prefix)
     started = time.perf_counter()
+    kept = _load_secrets(run_dir)
+    secret = os.environ.get("PARTY_AUTH_SECRET") or kept.get("auth_secret")
+    kept["auth_secret"] = secret or secrets.token_urlsafe(48)
+    _save_secrets(run_dir, kept)
     try:
-        _servers(state, run_dir)
+        _servers(state, run_dir, kept)
         state.save(run_dir)
-        credentials = _provision(state, run_dir)
-        _start_services(state, credentials, args.port_base, logs)
+        credentials = _provision(state, run_dir, kept)
+        _start_services(state, credentials, args.port_base, logs, kept["auth_secret"])
         state.save(run_dir)
         _wait_ready(state, logs, args.ready_timeout)
     except (StackError, subprocess.CalledProcessError, OSError) as error:
@@ -169,7 +179,7 @@ def up(args: argparse.Namespace) -> int:
         return 0
     from services.scenario.run import run_scenario
 
-    return run_scenario(state.urls)
+    return run_scenario(state.urls, secret=kept["auth_secret"])
 
 
 class StackError(Exception):
@@ -179,22 +189,71 @@ class StackError(Exception):
 # -- PostgreSQL and Redis -------------------------------------------------------------------------
 
 
-def _servers(state: State, run_dir: Path) -> None:
+def _load_secrets(run_dir: Path) -> dict[str, Any]:
+    """What the credentials file of an earlier `up` holds (the private servers' passwords, the
+    token secret), or nothing."""
+    path = run_dir / "credentials.json"
+    try:
+        found = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        found = {}
+    return found if isinstance(found, dict) else {}
+
+
+def _save_secrets(run_dir: Path, values: dict[str, Any]) -> None:
+    """Into the credentials file (mode 0600, replaced whole), keeping what else it holds."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "credentials.json"
+    merged = {**_load_secrets(run_dir), **values}
+    temporary = path.with_name(f".{path.name}.new")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(json.dumps(merged, indent=2))
+    os.replace(temporary, path)
+
+
+def _with_login(url: str, user: str, password: str) -> str:
+    from urllib.parse import quote, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = f"{quote(user)}:{quote(password)}@{parts.hostname or '127.0.0.1'}"
+    netloc += f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _admin_urls(state: State, kept: dict[str, Any]) -> tuple[str, str]:
+    """The administrator's PostgreSQL and Redis URLs: as given, or with the private servers'
+    passwords from the credentials file."""
+    database_url, redis_url = state.database_url, state.redis_url
+    postgres = kept.get("postgres_admin") if "postgres" in state.private else None
+    if postgres:
+        database_url = _with_login(database_url, postgres["user"], postgres["password"])
+    redis_admin = kept.get("redis_admin") if "redis" in state.private else None
+    if redis_admin:
+        redis_url = _with_login(redis_url, redis_admin["user"], redis_admin["password"])
+    return database_url, redis_url
+
+
+def _servers(state: State, run_dir: Path, kept: dict[str, Any]) -> None:
     pg = urlsplit(state.database_url)
     pg_port = pg.port or 5432
     if _answers(pg.hostname or "127.0.0.1", pg_port):
         _say(f"PostgreSQL answers on port {pg_port}: using it")
     else:
-        _start_private_postgres(state, run_dir, pg_port)
+        _start_private_postgres(state, run_dir, pg_port, kept)
     rd = urlsplit(state.redis_url)
     rd_port = rd.port or 6379
     if _answers(rd.hostname or "127.0.0.1", rd_port):
         _say(f"Redis answers on port {rd_port}: using it")
     else:
-        _start_private_redis(state, run_dir, rd_port)
+        _start_private_redis(state, run_dir, rd_port, kept)
 
 
-def _start_private_postgres(state: State, run_dir: Path, port: int) -> None:
+def _start_private_postgres(
+    state: State, run_dir: Path, port: int, kept: dict[str, Any] | None = None
+) -> None:
+    kept = {} if kept is None else kept
     bindir = _postgres_bindir()
     data = run_dir / "postgres"
     _say(f"nothing answers on port {port}: starting a private PostgreSQL in {data}")
@@ -210,20 +269,41 @@ def _start_private_postgres(state: State, run_dir: Path, port: int) -> None:
             f"{data}: use a --run-dir that user can reach"
         )
     if not (data / "PG_VERSION").exists():
-        subprocess.run(
-            [
-                *as_owner,
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
+        # Every connection, local or TCP, authenticates with a password (scram-sha-256); the
+        # superuser's is random, kept in the credentials file before the cluster exists.
+        password = secrets.token_urlsafe(24)
+        kept["postgres_admin"] = {"user": "postgres", "password": password}
+        _save_secrets(run_dir, {"postgres_admin": kept["postgres_admin"]})
+        pwfile = run_dir / ".postgres-superuser-password"  # initdb wants `data` empty
+        descriptor = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(password + "\n")
+        if as_owner:
+            shutil.chown(pwfile, "postgres", "postgres")
+        try:
+            subprocess.run(
+                [
+                    *as_owner,
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+    elif not kept.get("postgres_admin"):
+        raise StackError(
+            f"the private PostgreSQL in {data} has no superuser password in "
+            f"{run_dir / 'credentials.json'} (made by an older `up` with trust, or the file was "
+            "removed): `down --purge` (make down PURGE=1), then `up` again"
         )
     log = data / "server.log"
     subprocess.run(
@@ -245,7 +325,10 @@ def _start_private_postgres(state: State, run_dir: Path, port: int) -> None:
     state.private["postgres"] = {"data": str(data), "bindir": str(bindir), "root": bool(as_owner)}
 
 
-def _start_private_redis(state: State, run_dir: Path, port: int) -> None:
+def _start_private_redis(
+    state: State, run_dir: Path, port: int, kept: dict[str, Any] | None = None
+) -> None:
+    kept = {} if kept is None else kept
     server = shutil.which("redis-server")
     if server is None:
         raise StackError(f"no Redis server found: install the package {PACKAGES['redis']}")
@@ -281,6 +364,24 @@ def _start_private_redis(state: State, run_dir: Path, port: int) -> None:
             raise StackError(f"the private Redis did not start: see {data / 'server.log'}")
         time.sleep(0.1)
     state.private["redis"] = {"pid": int(pidfile.read_text()), "port": port}
+    # Nothing persists (no RDB, no AOF): at every start an administrator user with a password
+    # (kept in the credentials file, the same across `up`s) and the default user off.
+    import asyncio
+
+    from services.provision import disable_default_user
+
+    admin = kept.get("redis_admin") or {}
+    made = asyncio.run(
+        disable_default_user(
+            f"redis://127.0.0.1:{port}/0",
+            admin.get("user") or f"{state.user_prefix}_admin",
+            admin.get("password") or secrets.token_urlsafe(24),
+        )
+    )
+    if made is not None:
+        made["redis_url"] = _with_login(state.redis_url, made["user"], made["password"])
+        kept["redis_admin"] = made
+        _save_secrets(run_dir, {"redis_admin": made})
 
 
 def _postgres_bindir() -> Path:
@@ -304,23 +405,25 @@ def _answers(host: str, port: int) -> bool:
 # -- roles, ACL users and the services ------------------------------------------------------------
 
 
-def _admin_env(state: State) -> dict[str, str]:
+def _admin_env(state: State, kept: dict[str, Any]) -> dict[str, str]:
+    database_url, redis_url = _admin_urls(state, kept)
     return {
         **os.environ,
-        "PARTY_DATABASE_URL": state.database_url,
-        "PARTY_REDIS_URL": state.redis_url,
+        "PARTY_DATABASE_URL": database_url,
+        "PARTY_REDIS_URL": redis_url,
         "PARTY_STREAM_PREFIX": state.stream_prefix,
     }
 
 
-def _provision(state: State, run_dir: Path) -> dict[str, dict[str, str]]:
+def _provision(state: State, run_dir: Path, kept: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Migrate as the administrator, then give each service its least-privilege credentials."""
     import asyncio
 
     from runtime.service import ensure_database
 
-    state.created_database = asyncio.run(ensure_database(state.database_url))
+    state.created_database = asyncio.run(ensure_database(_admin_urls(state, kept)[0]))
     out = run_dir / "credentials.json"
+    own_server = ["--revoke-public-connect"] if "postgres" in state.private else []
     result = subprocess.run(
         [
             str(VENV / "bin/party"),
@@ -331,8 +434,9 @@ def _provision(state: State, run_dir: Path) -> dict[str, dict[str, str]]:
             state.user_prefix,
             "--keys-dir",
             str(run_dir / "keys"),
+            *own_server,
         ],
-        env=_admin_env(state),
+        env=_admin_env(state, kept),
         capture_output=True,
         text=True,
     )
@@ -341,12 +445,17 @@ def _provision(state: State, run_dir: Path) -> dict[str, dict[str, str]]:
     _say(
         "migrations applied; a PostgreSQL role, a Redis ACL user and a signing key for each service"
     )
+    _say(f"the services' token secret is random, kept in {out} (`party token` reads it there)")
     credentials: dict[str, dict[str, str]] = json.loads(out.read_text())
     return credentials
 
 
 def _start_services(
-    state: State, credentials: dict[str, dict[str, str]], port_base: int, logs: Path
+    state: State,
+    credentials: dict[str, dict[str, str]],
+    port_base: int,
+    logs: Path,
+    auth_secret: str,
 ) -> None:
     urls = {name: f"http://127.0.0.1:{port_base + n}" for n, name in enumerate(SERVICES)}
     for offset, name in enumerate(SERVICES):
@@ -362,6 +471,7 @@ def _start_services(
             "PARTY_KEYS_DIR": str(logs.parent / "keys"),
             "PARTY_CREATE_MISSING_KEY": "false",
             "PARTY_SERVICE_URLS": json.dumps(urls),
+            "PARTY_AUTH_SECRET": auth_secret,
         }
         with open(logs / f"{name}.log", "ab") as log:
             process = subprocess.Popen(

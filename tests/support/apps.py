@@ -52,12 +52,15 @@ def service_settings(
         db_schema=schema,
         redis_url=redis_url,
         stream_prefix=prefix,
-        auth_secret=SECRET,
         relay_poll_seconds=0.1,
         reclaim_idle_ms=500,
         # Witness rounds only when a test asks (runtime.witness.Witness.round) or sets a period:
         # a round in the middle of another test would add events to the logs it counts.
         **{
+            "auth_secret": SECRET,
+            # A service under test may make keys of its own (a test's own key directory), as on
+            # a developer's machine; the production refusals: tests/integration/test_secrets.py.
+            "env": "development",
             "keys_dir": str(keys_dir()),
             "gap_grace_seconds": 1.0,
             "checkpoint_seconds": 3600.0,

@@ -50,6 +50,7 @@ class ServiceProcesses:
             "PARTY_STREAM_PREFIX": self.prefix,
             "PARTY_HTTP_PORT": str(port),
             "PARTY_AUTH_SECRET": SECRET,
+            "PARTY_ENV": "development",  # a service may make the keys it needs, as in `make run`
             "PARTY_RELAY_POLL_SECONDS": "0.2",
             "PARTY_RECLAIM_IDLE_MS": "1000",
             "PARTY_LOG_FORMAT": "json",

@@ -23,7 +23,6 @@ from uuid import uuid4
 import pytest
 
 from runtime.auth import Role, TokenAuthority
-from runtime.settings import Settings
 from services.provision import unprovision
 from tests.conftest import REDIS_URL
 
@@ -83,10 +82,18 @@ def free(port: int) -> bool:
         return True
 
 
+#: The token secret `up` generated for the session's stack (from its credentials file).
+_STACK_SECRET: list[str] = []
+
+
+def stack_secret() -> str:
+    """The secret the stack's services verify tokens with (`up` makes a random one)."""
+    assert _STACK_SECRET, "the stack fixture has not brought the stack up"
+    return _STACK_SECRET[0]
+
+
 def token(role: Role) -> str:
-    return TokenAuthority(secret=Settings().auth_secret.get_secret_value()).issue(
-        f"test-{role}", role
-    )
+    return TokenAuthority(secret=stack_secret()).issue(f"test-{role}", role)
 
 
 def alive(pid: int) -> bool:
@@ -128,6 +135,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env={**os.environ, "COLUMNS": "160"},
     )
     state = json.loads((run_dir / "stack.json").read_text())
+    credentials = run_dir / "credentials.json"
+    if credentials.exists():
+        _STACK_SECRET[:] = [json.loads(credentials.read_text())["auth_secret"]]
     try:
         yield Stack(
             run_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import jwt
@@ -33,7 +34,15 @@ def test_a_token_round_trips_its_claims() -> None:
         ),
         (
             jwt.encode(
-                {"sub": "x", "role": "king", "aud": "party-members", "exp": 9999999999}, SECRET
+                {
+                    "sub": "x",
+                    "role": "king",
+                    "iss": "party-members",
+                    "aud": "party-members",
+                    "iat": int(time.time()),
+                    "exp": int(time.time()) + 60,
+                },
+                SECRET,
             ),
             "unknown role 'king'",
         ),
@@ -46,6 +55,65 @@ def test_a_token_round_trips_its_claims() -> None:
 def test_bad_tokens_are_refused_with_a_reason(token: str, message: str) -> None:
     with pytest.raises(AuthenticationFailed, match=message):
         TokenAuthority(secret=SECRET).verify(token)
+
+
+def claims(**changes: object) -> dict[str, object]:
+    now = int(time.time())
+    base: dict[str, object] = {
+        "sub": "x",
+        "role": "university_admin",
+        "iss": "party-members",
+        "aud": "party-members",
+        "iat": now,
+        "exp": now + 3600,
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def test_a_token_names_its_issuer_audience_and_issue_time() -> None:
+    token = TokenAuthority(secret=SECRET).issue("x", "auditor")
+    decoded = jwt.decode(token, SECRET, algorithms=["HS256"], audience="party-members")
+    assert decoded["iss"] == "party-members"
+    assert decoded["exp"] - decoded["iat"] == 8 * 3600
+
+
+def test_a_token_valid_for_a_hundred_years_is_refused() -> None:
+    now = int(time.time())
+    century = jwt.encode(claims(iat=now, exp=now + 100 * 365 * 86400), SECRET)
+    with pytest.raises(AuthenticationFailed, match="longer than the 9 hours a token may last"):
+        TokenAuthority(secret=SECRET).verify(century)
+    # The cap is the settings': a day and a half is refused under 9 hours, accepted under 48.
+    day_and_a_half = jwt.encode(claims(exp=now + 36 * 3600), SECRET)
+    with pytest.raises(AuthenticationFailed, match="lasts 36 hours"):
+        TokenAuthority(secret=SECRET).verify(day_and_a_half)
+    TokenAuthority(secret=SECRET, max_lifetime=timedelta(hours=48)).verify(day_and_a_half)
+    with pytest.raises(ValueError, match="would be refused"):
+        TokenAuthority(secret=SECRET).issue("x", "auditor", ttl=timedelta(hours=10))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"iss": "someone-else"}, "it was not issued by party-members"),
+        ({"iss": None}, 'missing the "iss" claim'),
+        ({"aud": "another-system"}, "it is not meant for party-members"),
+        ({"iat": None}, 'missing the "iat" claim'),
+    ],
+)
+def test_a_token_from_another_issuer_or_without_iat_is_refused(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(AuthenticationFailed, match=message):
+        TokenAuthority(secret=SECRET).verify(jwt.encode(claims(**changes), SECRET))
+
+
+def test_the_issuer_and_audience_are_configurable() -> None:
+    ours = TokenAuthority(secret=SECRET, issuer="https://idp.example.edu.cn", audience="party")
+    principal = ours.verify(ours.issue("x", "auditor"))
+    assert principal.role == "auditor"
+    with pytest.raises(AuthenticationFailed, match=r"not issued by https://idp\.example\.edu\.cn"):
+        ours.verify(TokenAuthority(secret=SECRET, audience="party").issue("x", "auditor"))
 
 
 def test_expired_tokens_are_refused() -> None:
