@@ -28,8 +28,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class OperatorNeeded(Exception):
+    """A failure no event is to blame for and no retry alone mends (a key that does not fit
+    the records): what waits for it is kept and retried, never skipped or dead-lettered."""
+
+
 def is_transient(error: BaseException) -> bool:
     """True when retrying the same work later may succeed: a dependency is down, or the
     service's own log needs an operator (its head is not signed by it) — what waits for that is
     kept, never dead-lettered."""
-    return isinstance(error, (*TRANSIENT_ERRORS, LogTampered))
+    return isinstance(error, (*TRANSIENT_ERRORS, LogTampered, OperatorNeeded))

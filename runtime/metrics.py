@@ -108,3 +108,13 @@ CONSUMER_FORKS = Counter(
     "Signed events of a producer that disagree with one already applied at their position",
     ["service", "producer"],
 )
+PROJECTION_FAILURES = Counter(
+    "party_projection_failures_total",
+    "Attempts of a projection to apply an event that failed (not counting a dependency down)",
+    ["service", "projector"],
+)
+FAILED_EVENTS = Gauge(
+    "party_failed_events",
+    "Events a projection skipped after failing on them repeatedly (GET /v1/audit/failed-events)",
+    ["service", "projector"],
+)

@@ -8,6 +8,12 @@ the batch, so each event is applied once.
 
 A command handler that wants read-your-writes waits for the projector to pass the position its
 append returned (`wait_for`).
+
+An event the read models cannot be folded with (a bug, or an old event outside what the code
+now expects) does not stop them: a batch that fails is applied again one event at a time, each
+in a savepoint; the event that fails is recorded in `failed_events`, tried again a few times
+and then skipped, and the events after it are applied (runtime.failures). A transient failure
+(PostgreSQL gone, the log needing an operator) never skips anything: the batch waits.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Protocol
+from uuid import UUID
 
 import asyncpg
 
@@ -29,6 +36,7 @@ from runtime.errors import is_transient
 from runtime.eventstore import EventStore, RecordedEvent, notify_channel
 from runtime.eventstore.schema import quote_schema
 from runtime.eventstore.store import SELECT_EVENTS, row_to_event
+from runtime.failures import DEFAULT_ATTEMPTS, FailedEvents, Failing, describe
 from runtime.logs import get_logger
 
 log = get_logger("projection")
@@ -61,6 +69,8 @@ class LocalProjector:
         source: str,
         batch_size: int = 1000,
         poll_seconds: float = 1.0,
+        attempts: int = DEFAULT_ATTEMPTS,
+        retry_seconds: float = 1.0,
     ) -> None:
         self._store = store
         self._s = quote_schema(store.schema)
@@ -74,6 +84,14 @@ class LocalProjector:
         self._advanced = asyncio.Event()
         self._following = False
         self.position = 0
+        self.failures = FailedEvents(store.schema, source, name, attempts)
+        self._retry_seconds = retry_seconds
+        #: position of an event that failed → when it may be tried again (event loop time)
+        self._not_before: dict[int, float] = {}
+        #: events skipped during a rebuild (None: not rebuilding)
+        self._skipped: set[UUID] | None = None
+        #: positions of failed events applied in the transaction under way
+        self._recovering: list[int] = []
 
     async def run(self) -> None:
         """Follow the log until cancelled; survive outages of PostgreSQL."""
@@ -114,9 +132,21 @@ class LocalProjector:
 
     async def catch_up(self) -> int:
         """Apply the next batch after the checkpoint; return how many events were read."""
-        async with self._store.pool.acquire() as conn, conn.transaction():
-            checkpoint = await self._lock_checkpoint(conn)
-            read, checkpoint = await self._apply_batch(conn, checkpoint)
+        try:
+            self._recovering = []
+            async with self._store.pool.acquire() as conn, conn.transaction():
+                checkpoint = await self._lock_checkpoint(conn)
+                read, checkpoint = await self._apply_batch(conn, checkpoint)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            # Something in the batch cannot be applied: again, one event at a time.
+            self._recovering = []
+            async with self._store.pool.acquire() as conn, conn.transaction():
+                checkpoint = await self._lock_checkpoint(conn)
+                read, checkpoint = await self._apply_batch(conn, checkpoint, isolate=True)
+        for position in self._recovering:  # committed: no longer waiting to be tried again
+            self._not_before.pop(position, None)
         await self._advance(checkpoint)
         return read
 
@@ -132,7 +162,19 @@ class LocalProjector:
         )
         return position
 
-    async def _apply_batch(self, conn: Connection, checkpoint: int) -> tuple[int, int]:
+    async def _apply_batch(
+        self,
+        conn: Connection,
+        checkpoint: int,
+        *,
+        isolate: bool = False,
+        patient: bool = True,
+    ) -> tuple[int, int]:
+        """Apply the events after `checkpoint`; return how many were passed and the new
+        checkpoint. The batch at once, failing as a whole (the caller's transaction is then
+        unusable: try again with `isolate`); or, with `isolate`, one event at a time. `patient`:
+        an event that fails is tried again in a later batch (live); otherwise at once, until it
+        is skipped (a rebuild, which applies each batch in a savepoint)."""
         rows = await conn.fetch(
             f"SELECT {SELECT_EVENTS} FROM {self._s}.events "
             "WHERE position > $1 ORDER BY position LIMIT $2",
@@ -141,6 +183,28 @@ class LocalProjector:
         )
         if not rows:
             return 0, checkpoint
+        if patient and not self._due(rows[0]["position"]):
+            return 0, checkpoint  # an event that failed, not to be tried again yet
+        if isolate:
+            passed, checkpoint = await self._apply_one_by_one(conn, rows, checkpoint, patient)
+        elif patient:
+            passed, checkpoint = await self._apply_all(conn, rows)
+        else:
+            try:
+                async with conn.transaction():  # a savepoint: a failure undoes the batch only
+                    passed, checkpoint = await self._apply_all(conn, rows)
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                passed, checkpoint = await self._apply_one_by_one(conn, rows, checkpoint, patient)
+        await conn.execute(
+            f"UPDATE {self._s}.projection_checkpoints SET position = $2 WHERE name = $1",
+            self.name,
+            checkpoint,
+        )
+        return passed, checkpoint
+
+    async def _apply_all(self, conn: Connection, rows: Sequence[asyncpg.Record]) -> tuple[int, int]:
         events = [
             incoming(row_to_event(row), self._source) for row in rows if row["type"] in self._types
         ]
@@ -148,13 +212,71 @@ class LocalProjector:
             mine = [e for e in events if e.type in projection.event_types]
             if mine:
                 await projection.apply(conn, mine)
-        checkpoint = rows[-1]["position"]
-        await conn.execute(
-            f"UPDATE {self._s}.projection_checkpoints SET position = $2 WHERE name = $1",
-            self.name,
-            checkpoint,
+        if self._not_before:
+            await self._recovered(conn, [e for e in events if e.position in self._not_before])
+        return len(rows), rows[-1]["position"]
+
+    async def _apply_one_by_one(
+        self, conn: Connection, rows: Sequence[asyncpg.Record], checkpoint: int, patient: bool
+    ) -> tuple[int, int]:
+        """Each event in its own savepoint, so that only the one that fails is left out."""
+        passed = 0
+        for row in rows:
+            if row["type"] in self._types and not await self._apply_one(conn, row, patient):
+                break  # to be tried again: the checkpoint stays just before it
+            checkpoint = row["position"]
+            passed += 1
+        return passed, checkpoint
+
+    async def _apply_one(self, conn: Connection, row: asyncpg.Record, patient: bool) -> bool:
+        """Apply one event; False when it failed and is to be tried again later."""
+        tries = 1 if patient else self.failures.attempts
+        failure = ""
+        for _ in range(tries):
+            try:
+                async with conn.transaction():
+                    event = incoming(row_to_event(row), self._source)
+                    for projection in self._projections:
+                        if event.type in projection.event_types:
+                            await projection.apply(conn, [event])
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                failure = describe(error)
+                continue
+            await self._recovered(conn, [event])
+            return True
+        status, failed = await self.failures.record(
+            conn,
+            Failing(
+                row["event_id"],
+                self._source,
+                row["position"],
+                row["stream_id"],
+                row["type"],
+                failure,
+            ),
+            attempts=tries,
         )
-        return len(rows), checkpoint
+        await self.failures.observe(conn)
+        if status == "retrying":
+            delay = self._retry_seconds * failed
+            self._not_before[row["position"]] = asyncio.get_running_loop().time() + delay
+            return False
+        self._not_before.pop(row["position"], None)
+        if self._skipped is not None:
+            self._skipped.add(row["event_id"])
+        return True
+
+    async def _recovered(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
+        """Events that failed before and were applied now (once this transaction commits)."""
+        self._recovering += [event.position for event in events]
+        if events:
+            await self.failures.applied(conn, [e.event_id for e in events])
+
+    def _due(self, position: int) -> bool:
+        not_before = self._not_before.get(position)
+        return not_before is None or asyncio.get_running_loop().time() >= not_before
 
     async def _advance(self, position: int) -> None:
         if position > self.position:
@@ -199,16 +321,25 @@ class LocalProjector:
         until the new tables are complete rather than see them half built. Returns the events
         read."""
         total = 0
-        async with self._store.pool.acquire() as conn, conn.transaction():
-            await self._lock_checkpoint(conn)
-            for projection in self._projections:
-                await projection.reset(conn)
-            checkpoint = 0
-            while True:
-                read, checkpoint = await self._apply_batch(conn, checkpoint)
-                total += read
-                if read == 0:
-                    break
+        self._skipped = set()
+        try:
+            async with self._store.pool.acquire() as conn, conn.transaction():
+                await self._lock_checkpoint(conn)
+                for projection in self._projections:
+                    await projection.reset(conn)
+                checkpoint = 0
+                while True:
+                    read, checkpoint = await self._apply_batch(conn, checkpoint, patient=False)
+                    total += read
+                    if read == 0:
+                        break
+                # What failed this time is what the read models went without; an event that
+                # failed before and applies now (after a fix) is no longer failed.
+                await self.failures.keep_only(conn, self._skipped)
+                await self.failures.observe(conn)
+        finally:
+            self._skipped = None
+        self._not_before.clear()
         self.position = 0
         await self._advance(checkpoint)
         return total

@@ -10,8 +10,11 @@ dependency is down. A consumer never stalls on one bad entry:
 
 * an entry that does not validate (malformed, oversized, unknown type, wrong field types) is
   dead-lettered at once;
-* an entry whose projection fails is retried by redelivery and dead-lettered when it fails on
-  its `max_deliveries`-th delivery;
+* an event a projection fails on is recorded by the projector (runtime.failures), its entry
+  left pending and delivered again, and skipped once it has failed `PARTY_PROJECTION_ATTEMPTS`
+  times: then it is acknowledged, and the cursor passes it;
+* an entry whose handler fails otherwise is retried by redelivery and dead-lettered when it
+  fails on its `max_deliveries`-th delivery;
 * a failure of PostgreSQL or Redis is never the entry's fault: it stays pending, nothing is
   dead-lettered;
 * an entry the producer did not record and sign (forged, misrouted, unsigned) is dead-lettered
@@ -47,6 +50,7 @@ from contracts.errors import ContractViolation
 from contracts.wire import dead_letter_key, log_stream_key
 from runtime.clock import Clock, utc_now
 from runtime.consumer.incoming import ChainLink, IncomingEvent, chain_link, parse_entry
+from runtime.consumer.projector import ProjectionRetry
 from runtime.consumer.records import ProducerRecord, RecordUnavailable
 from runtime.consumer.trust import PEEK_PAGE, Verifier
 from runtime.errors import is_transient
@@ -291,6 +295,12 @@ class EventConsumer:
             try:
                 await self._apply(stream, believed)
                 finished.extend(settled)
+            except ProjectionRetry as retry:  # the rest was applied; those stay pending
+                finished.extend(
+                    e.entry_id
+                    for e in parsed
+                    if e.entry_id not in held and e.event.event_id not in retry.event_ids
+                )
             except Exception as error:
                 if is_transient(error):
                     log.warning(
@@ -458,7 +468,10 @@ class EventConsumer:
             return
         if not events:
             return
-        fresh = await self._handler(events)
+        try:
+            fresh = await self._handler(events)
+        except ProjectionRetry as retry:  # tried again at the next round
+            fresh = retry.applied
         GAPS_FILLED.labels(self.service, producer).inc(fresh)
         log.warning(
             "a gap was filled from the producer's record",
@@ -469,7 +482,11 @@ class EventConsumer:
         )
 
     async def _apply(self, stream: str, events: Sequence[IncomingEvent]) -> None:
-        fresh = await self._handler(events)
+        try:
+            fresh = await self._handler(events)
+        except ProjectionRetry as retry:
+            EVENTS_CONSUMED.labels(self.service, stream).inc(retry.applied)
+            raise
         EVENTS_CONSUMED.labels(self.service, stream).inc(fresh)
         if fresh < len(events):
             DUPLICATES_SKIPPED.labels(self.service).inc(len(events) - fresh)
@@ -496,7 +513,8 @@ class EventConsumer:
                     if entry is not None:
                         done.append(entry.entry_id)
                 except Exception as error:
-                    if is_transient(error) or entry is None:
+                    # ProjectionRetry: the projector counts its attempts and skips it in time.
+                    if is_transient(error) or entry is None or isinstance(error, ProjectionRetry):
                         continue
                     count = deliveries.get(entry.entry_id, 1)
                     reason = f"{type(error).__name__}: {error}"

@@ -8,6 +8,7 @@ the same process and event loop, started and stopped by the app's lifespan.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,8 +19,10 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from contracts.ranges import DATE_RANGE_TEXT, INSTANT_RANGE_TEXT
 from runtime.clock import Clock, utc_now
 from runtime.consumer.records import ProducerRecord
+from runtime.failures import observe as observe_failed_events
 from runtime.http.audit import audit_router
 from runtime.http.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware, NulGuardMiddleware
 from runtime.http.problems import install_problem_handlers
@@ -28,6 +31,12 @@ from runtime.metrics import HTTP_REQUESTS
 from runtime.service import ServiceContext, ServiceDefinition, start_service, stop_service
 from runtime.settings import Settings
 from runtime.witness import PeerCheckpoints
+
+#: Said in every OpenAPI document (and as `formatMinimum`/`formatMaximum` on each field).
+RANGE_NOTE = (
+    f"Every date accepted lies from {DATE_RANGE_TEXT}, and every instant from "
+    f"{INSTANT_RANGE_TEXT} (contracts.ranges); a value outside gets 422 naming the field."
+)
 
 
 def create_app(
@@ -66,7 +75,7 @@ def create_app(
 
     app = FastAPI(
         title=definition.title,
-        description=definition.description,
+        description=f"{definition.description}\n\n{RANGE_NOTE}".strip(),
         version="1.0.0",
         lifespan=lifespan,
         openapi_url="/openapi.json",
@@ -137,7 +146,12 @@ def create_app(
         )
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=Response)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        context: ServiceContext | None = getattr(request.app.state, "context", None)
+        if context is not None:  # what every replica recorded, not only this one
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0), context.pool.acquire() as conn:
+                    await observe_failed_events(conn, context.schema, definition.name)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(audit_router)

@@ -1,10 +1,12 @@
 """Endpoints every service offers to auditors: its log, its chain verification, dead letters,
-its signed checkpoints with their Merkle proofs, and the checkpoints it witnessed of others."""
+the events its projections could not apply, its signed checkpoints with their Merkle proofs,
+and the checkpoints it witnessed of others."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -14,6 +16,7 @@ from contracts.events.audit import Checkpoint
 from contracts.wire import dead_letter_key
 from runtime.eventstore import verify_chain
 from runtime.eventstore.verify import ChainReport
+from runtime.failures import failed_events
 from runtime.http.moments import KnownAt
 from runtime.http.problems import Problem, problem_responses
 from runtime.http.security import CurrentPrincipal
@@ -374,6 +377,64 @@ async def progress(request: Request, principal: CurrentPrincipal) -> Progress:
     head, _ = await context.store.head()
     inbox = await context.pool.fetchval(f'SELECT count(*) FROM "{context.schema}".inbox')
     return Progress(service=context.definition.name, head_position=head, inbox=int(inbox))
+
+
+class FailedEventView(BaseModel):
+    projector: str = Field(
+        description="the read models of the service's own log (`{service}_read_models`), or "
+        "`consumer` (what it applies of other services' logs)"
+    )
+    event_id: UUID
+    source: str = Field(description="the service whose log holds the event")
+    position: int = Field(description="its position in that log")
+    stream_id: str
+    type: str
+    error: str = Field(description="the last error applying it")
+    attempts: int
+    status: Literal["retrying", "skipped"] = Field(
+        description="`skipped`: the read models go without it; `retrying`: tried again soon"
+    )
+    first_seen: datetime
+    last_seen: datetime
+
+
+class FailedEventsPage(BaseModel):
+    service: str
+    skipped: int = Field(description="events the projections went without")
+    retrying: int = Field(description="events failing, to be tried again before skipping")
+    events: list[FailedEventView]
+
+
+@audit_router.get(
+    "/failed-events",
+    summary="Events this service's projections could not apply: skipped, or being retried",
+)
+async def failed_events_view(
+    request: Request,
+    principal: CurrentPrincipal,
+    status: Literal["retrying", "skipped"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> FailedEventsPage:
+    """An event of a log that a projection fails on is recorded, tried again a few times
+    (`PARTY_PROJECTION_ATTEMPTS`) and then skipped, so that the events after it are still
+    applied; `party rebuild` folds it again (and drops it from here when it applies now)."""
+    principal.require_role("auditor", "university_admin")
+    context = _context(request)
+    async with context.pool.acquire() as conn:
+        found = await failed_events(conn, context.schema, status=status, limit=limit)
+        counts = {
+            row["status"]: row["n"]
+            for row in await conn.fetch(
+                f'SELECT status, count(*) AS n FROM "{context.schema}".failed_events '
+                "GROUP BY status"
+            )
+        }
+    return FailedEventsPage(
+        service=context.definition.name,
+        skipped=counts.get("skipped", 0),
+        retrying=counts.get("retrying", 0),
+        events=[FailedEventView(**f.view()) for f in found],
+    )
 
 
 @audit_router.get("/dead-letters", summary="Entries this service could not consume")

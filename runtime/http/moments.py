@@ -5,6 +5,9 @@ An instant needs its offset (`Z` or `+08:00`): a naive time is ambiguous for a u
 whose offices and servers sit in different zones. In a URL a literal `+` stands for a space,
 so `known_at=2011-01-01T00:00:00+08:00` arrives as `…T00:00:00 08:00`; the error then says to
 write `%2B`.
+
+Both lie in the range every service accepts (`contracts.ranges`: dates 1900-01-01 to
+2199-12-31, instants in UTC on those days); outside it the answer is 422 naming the parameter.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Annotated, Any
 
 from fastapi import Query
 from pydantic import BeforeValidator
+
+from contracts.ranges import DATE_SCHEMA, INSTANT_SCHEMA, check_date, check_instant
 
 _DECODED_PLUS = re.compile(
     r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?) (\d{2}(:?\d{2})?)$"
@@ -41,22 +46,23 @@ def parse_instant(value: Any) -> Any:
         ) from None
     if moment.tzinfo is None:
         raise ValueError(f"an instant needs its offset (Z for UTC, or such as +08:00): {value!r}")
-    return moment
+    return check_instant(moment)
 
 
 def parse_moment(value: Any) -> Any:
     """A business day (YYYY-MM-DD: the whole of it) or an instant with its offset."""
     if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
         try:
-            return date.fromisoformat(value.strip())
+            day = date.fromisoformat(value.strip())
         except ValueError:
             raise ValueError(f"no such calendar date as {value!r}") from None
+        return check_date(day)
     return parse_instant(value)
 
 
 #: Record time: only what the system had recorded by this instant.
 KnownAt = Annotated[
-    datetime | None,
+    Annotated[datetime, INSTANT_SCHEMA] | None,
     BeforeValidator(parse_instant),
     Query(
         description="record time: only what the system had recorded by this instant "
@@ -66,7 +72,7 @@ KnownAt = Annotated[
 
 #: Business time: what had occurred by this day (all of it) or this instant.
 AsOf = Annotated[
-    date | datetime | None,
+    Annotated[date, DATE_SCHEMA] | Annotated[datetime, INSTANT_SCHEMA] | None,
     BeforeValidator(parse_moment),
     Query(
         description="business time: what had occurred by this day (YYYY-MM-DD, the whole day "
@@ -76,10 +82,18 @@ AsOf = Annotated[
 
 #: An instant to look from (notify's upcoming and overdue).
 AtInstant = Annotated[
-    datetime | None,
+    Annotated[datetime, INSTANT_SCHEMA] | None,
     BeforeValidator(parse_instant),
     Query(
         description="as seen at this instant (ISO 8601 with Z or an offset; default: now; "
         "write '+' as %2B)"
     ),
+]
+
+
+#: An instant that bounds a window of time (activities' `start` and `end`).
+InstantQuery = Annotated[
+    Annotated[datetime, INSTANT_SCHEMA] | None,
+    BeforeValidator(parse_instant),
+    Query(description="an instant (ISO 8601 with Z or an offset; write '+' as %2B)"),
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from runtime.auth import Principal
 from runtime.directory import Directory
 from runtime.http import Accepted, Command, CurrentPrincipal, Problem, accepted, problem_responses
+from runtime.http.moments import InstantQuery
 from services.activities.domain import activity, attendance, budget, reports
 from services.activities.handlers import (
     ActivitiesService,
@@ -187,8 +188,8 @@ async def list_activities(
     branch_id: str,
     request: Request,
     principal: CurrentPrincipal,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: InstantQuery = None,
+    end: InstantQuery = None,
     kind: str | None = None,
 ) -> list[dict[str, Any]]:
     await _read(request, principal, branch_id)

@@ -20,6 +20,17 @@ from runtime.projection import LocalProjector
 from services.activities.domain import activity, attendance, budget, reports
 from services.activities.domain.activity import ActivityState
 
+#: How far ahead report obligations may be planned (`through`), in years from today.
+PLANNING_YEARS = 2
+
+
+def add_years(day: date, years: int) -> date:
+    """The same day `years` later (28 February for a 29 February that has none)."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)
+
 
 def activity_stream(activity_id: str) -> str:
     return f"activity-{activity_id}"
@@ -283,6 +294,17 @@ class ActivitiesService:
     async def plan_obligations(
         self, branch_id: str, through: date, context: CommandContext, existing: set[str]
     ) -> tuple[list[str], AppendResult | None]:
+        horizon = add_years(self.today(), PLANNING_YEARS)
+        if through > horizon:
+            # Obligations are planned a term or a year ahead; decades of them for every member
+            # in one command is a mistake, and a burden on every consumer.
+            raise CommandRefused(
+                "through_too_far",
+                f"obligations are planned at most {PLANNING_YEARS} years ahead (until "
+                f"{horizon.isoformat()}), not until {through.isoformat()}",
+                field="through",
+                invalid=True,
+            )
         cadence_events = await _typed(self.store, cadence_stream(branch_id))
         cadence = None
         for event in cadence_events:

@@ -32,6 +32,7 @@ from runtime.settings import Settings
 from services.registry import SERVICES
 from services.scenario.load import CONSUMES
 from tests.conftest import REDIS_URL
+from tests.support.keys import keys_dir
 from tests.support.processes import NAMES, CarefulClient, Outcome, ServiceProcesses, bearer
 from tests.support.servers import RedisServer, free_port
 
@@ -275,7 +276,11 @@ async def check_everything(
             assert report.intact, (name, report)
         await wait_for_quiet_reminders(pool)
         settings = Settings(
-            database_url=database_url, redis_url=redis_url, stream_prefix=stack.prefix
+            database_url=database_url,
+            redis_url=redis_url,
+            stream_prefix=stack.prefix,
+            keys_dir=str(keys_dir()),  # the stack's: the roster's personal-data key is there
+            create_missing_key=False,
         )
         for definition in SERVICES.values():
             rebuilt = await rebuild_read_models(definition, settings, pool)

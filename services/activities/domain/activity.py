@@ -11,12 +11,13 @@ from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.envelope import EventPayload
 from contracts.events import ActivityCancelled, ActivityRescheduled, ActivityScheduled
 from contracts.events.activity import ActivityKind, Attendees
-from contracts.types import BusinessDate, Fen, Identifier, Points, ShortText, Text
+from contracts.ranges import BoundedDate, BoundedInstant
+from contracts.types import Fen, Identifier, Points, ShortText, Text
 from runtime.decider import CommandRefused
 
 
@@ -30,8 +31,8 @@ class ScheduleActivity(Command):
     title: ShortText
     branch_id: Identifier
     group_id: Identifier | None = Field(None, description="the group of a group meeting")
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime | None = None
+    starts_at: BoundedInstant
+    ends_at: BoundedInstant | None = None
     place: ShortText
     attendees: Attendees | None = Field(
         None,
@@ -49,15 +50,15 @@ class ScheduleActivity(Command):
 
 
 class RescheduleActivity(Command):
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime | None = None
+    starts_at: BoundedInstant
+    ends_at: BoundedInstant | None = None
     place: ShortText | None = None
     reason: Text | None = None
 
 
 class CancelActivity(Command):
     reason: Text
-    cancelled_at: AwareDatetime | None = Field(
+    cancelled_at: BoundedInstant | None = Field(
         None, description="when the branch cancelled it (default: now); not in the future"
     )
 
@@ -270,14 +271,14 @@ def cancel(
 
 class PlanSemester(Command):
     semester_id: Identifier = Field(examples=["2010-spring"])
-    starts_on: BusinessDate = Field(description="week 1 is the week (Monday to Sunday) of this day")
+    starts_on: BoundedDate = Field(description="week 1 is the week (Monday to Sunday) of this day")
     weeks: int = Field(ge=1, le=30)
     weekday: int = Field(ge=1, le=7, description="1 Monday … 7 Sunday")
     at: time = Field(description="local time the meetings begin")
     duration_minutes: int = Field(90, ge=15, le=480)
     place: ShortText
     group_place: ShortText | None = Field(None, description="default: the same place")
-    holidays: list[BusinessDate] = Field(default_factory=list, max_length=60)
+    holidays: list[BoundedDate] = Field(default_factory=list, max_length=60)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.envelope import EventPayload
 from contracts.events import BudgetPlanned, ExpenseRecorded
 from contracts.events.activity import BudgetLine, BudgetOverride
-from contracts.types import BusinessDate, Identifier, ShortText, Text
+from contracts.ranges import BoundedDate
+from contracts.types import Identifier, ShortText, Text
 from runtime.decider import CommandRefused
 
 
@@ -22,7 +23,7 @@ class Command(BaseModel):
 
 class PlanBudget(Command):
     lines: list[BudgetLine] = Field(min_length=1, max_length=50)
-    planned_on: BusinessDate | None = Field(
+    planned_on: BoundedDate | None = Field(
         None, description="the day the branch planned it (default: today); not in the future"
     )
 
@@ -32,7 +33,7 @@ class RecordExpense(Command):
     line: ShortText
     amount_fen: int = Field(gt=0, le=10**10)
     activity_id: Identifier | None = None
-    spent_on: BusinessDate
+    spent_on: BoundedDate
     description: Text
     override: BudgetOverride | None = Field(
         None, description="an approver's decision to overspend the line, with the reason"

@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.envelope import EventPayload
 from contracts.events import ReportRequired, ReportReviewed, ReportSubmitted, ReportWithdrawn
 from contracts.events.report import ReportGrade, ReportKind
-from contracts.types import BusinessDate
+from contracts.ranges import BoundedDate, BoundedInstant
 from runtime.decider import CommandRefused
 
 
@@ -29,22 +29,22 @@ class Command(BaseModel):
 
 class SetCadence(Command):
     every_weeks: int = Field(ge=1, le=26)
-    starts_on: BusinessDate
+    starts_on: BoundedDate
 
 
 class PlanObligations(Command):
-    through: BusinessDate = Field(description="plan every obligation falling due by this day")
+    through: BoundedDate = Field(description="plan every obligation falling due by this day")
 
 
 class SubmitReport(Command):
-    submitted_at: AwareDatetime | None = Field(
+    submitted_at: BoundedInstant | None = Field(
         None, description="when the report was handed in (default: now); not in the future"
     )
 
 
 class ReviewReport(Command):
     grade: ReportGrade
-    reviewed_at: AwareDatetime | None = Field(
+    reviewed_at: BoundedInstant | None = Field(
         None,
         description="when the reviewer graded it (default: now); not before the submission, "
         "not in the future",

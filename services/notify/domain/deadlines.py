@@ -20,13 +20,17 @@ same event always concerns the same deadline:
   the reviews of the year after next set, so the calendar rolls on; a democratic appraisal
   scheduled meets `democratic_appraisal-{branch}-{year}`; regulation.published meets the
   `regulation_revision` deadlines of the year it takes effect.
+
+A deadline falls in the range of dates every input does (contracts.ranges): an event recorded
+before inputs were bounded (an `expected_graduation` of 9999-12-31 once was) sets none outside
+it, and the arithmetic on its dates never overflows (it once stopped notify for every branch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta
+from datetime import MAXYEAR, MINYEAR, date, datetime, time, timedelta
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -54,6 +58,7 @@ from contracts.events import (
     UnitRegistered,
 )
 from contracts.events.deadline import DeadlineKind
+from contracts.ranges import instant_in_range
 from services.notify.domain.config import NotifyConfig, month_day
 
 TITLES = {
@@ -137,7 +142,10 @@ class Calendar:
         return datetime.combine(day, self.due_time, self.zone)
 
     def day(self, moment: datetime) -> date:
-        return moment.astimezone(self.zone).date()
+        try:
+            return moment.astimezone(self.zone).date()
+        except OverflowError:  # an instant at the very edge of the calendar (year 1 or 9999)
+            return date.max if moment.year > MINYEAR else date.min
 
 
 def academic_year(day: date) -> int:
@@ -145,9 +153,24 @@ def academic_year(day: date) -> int:
     return day.year if day.month >= 9 else day.year - 1
 
 
+def shift(day: date, days: int) -> date:
+    """`day` moved by `days`, held at the calendar's edge rather than overflowing."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
+
+
+def on(text: str, year: int) -> date:
+    """The configured day (`MM-DD`) of a year, held at the calendar's edge."""
+    return month_day(text, min(max(year, MINYEAR), MAXYEAR))
+
+
 def add_months(day: date, months: int) -> date:
     index = day.month - 1 + months
     year, month = day.year + index // 12, index % 12 + 1
+    if not MINYEAR <= year <= MAXYEAR:
+        return date.max if months > 0 else date.min
     for candidate in (day.day, 30, 29, 28):
         try:
             return date(year, month, min(day.day, candidate))
@@ -157,6 +180,21 @@ def add_months(day: date, months: int) -> date:
 
 
 def derive(
+    payload: EventPayload,
+    occurred_at: datetime,
+    branch_id: str | None,
+    order: int,
+    calendar: Calendar,
+) -> list[Intent]:
+    """What the event means for deadlines: none due outside the range of dates accepted."""
+    return [
+        intent
+        for intent in _derive(payload, occurred_at, branch_id, order, calendar)
+        if not isinstance(intent, Schedule) or instant_in_range(intent.due_at)
+    ]
+
+
+def _derive(
     payload: EventPayload,
     occurred_at: datetime,
     branch_id: str | None,
@@ -267,7 +305,7 @@ def derive(
                     TITLES["conversion_application"],
                     branch_id,
                     payload.member_id,
-                    at(payload.new_end_on - timedelta(days=config.conversion_application_days)),
+                    at(shift(payload.new_end_on, -config.conversion_application_days)),
                     order,
                 ),
             ]
@@ -305,7 +343,7 @@ def derive(
                     f"{TITLES['agreement_renewal']} {following}-{following + 1}",
                     branch_id,
                     payload.member_id,
-                    at(month_day(config.agreement_due, following + 1)),
+                    at(on(config.agreement_due, following + 1)),
                     order,
                 ),
             ]
@@ -402,12 +440,12 @@ def _reviews(
             f"{TITLES[kind]} {year}",
             branch_id,
             None,
-            at(month_day(text, year)),
+            at(on(text, year)),
             order,
         )
         for year in years
         for kind, text in sorted(config.calendar.items())
-        if month_day(text, year) >= since
+        if on(text, year) >= since
     ]
 
 
@@ -433,14 +471,14 @@ def _enrolment(payload: MemberEnrolled, order: int, calendar: Calendar) -> list[
                 TITLES["conversion_application"],
                 branch,
                 member,
-                at(ends - timedelta(days=config.conversion_application_days)),
+                at(shift(ends, -config.conversion_application_days)),
                 order,
             ),
         ]
     year = academic_year(payload.enrolled_on)
-    due = month_day(config.agreement_due, year + 1)
+    due = on(config.agreement_due, year + 1)
     if due <= payload.enrolled_on:
-        due = payload.enrolled_on + timedelta(days=config.agreement_grace_days)
+        due = shift(payload.enrolled_on, config.agreement_grace_days)
     intents += [
         Schedule(
             f"agreement-{member}-{year}",

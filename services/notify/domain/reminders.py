@@ -83,15 +83,14 @@ def _each_channel(
     lead: timedelta,
     channels_of: Callable[[str], Sequence[Channel]],
 ) -> list[Planned]:
+    try:
+        send_at = deadline.due_at - lead
+    except OverflowError:
+        # A due time at the calendar's edge (a deadline.scheduled recorded before dates were
+        # bounded, due 9999-12-31): an escalation after it cannot be dated, nor ever sent.
+        return []
     return [
-        Planned(
-            deadline.deadline_id,
-            recipient,
-            role,
-            channel,
-            int(lead.total_seconds()),
-            deadline.due_at - lead,
-        )
+        Planned(deadline.deadline_id, recipient, role, channel, int(lead.total_seconds()), send_at)
         for channel in channels_of(recipient)
     ]
 

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from contracts.envelope import EventPayload
 from contracts.events import PairingEnded, PairingFormed
-from contracts.types import BusinessDate, Identifier, Text
+from contracts.ranges import BoundedDate
+from contracts.types import Identifier, Text
 from runtime.decider import CommandRefused
 from services.roster.domain.member import MemberState
 
@@ -23,13 +24,13 @@ class FormPair(BaseModel):
     pairing_id: Identifier
     mentor_id: Identifier
     mentee_id: Identifier
-    formed_on: BusinessDate
+    formed_on: BoundedDate
 
 
 class EndPair(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ended_on: BusinessDate
+    ended_on: BoundedDate
     reason: Text
 
 

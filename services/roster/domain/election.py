@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.envelope import EventPayload
 from contracts.events import ElectionHeld
-from contracts.types import BusinessDate, Identifier
+from contracts.ranges import BoundedDate
+from contracts.types import Identifier
 from runtime.decider import CommandRefused
 from services.roster.domain import organisation
 from services.roster.domain.organisation import UnitState
@@ -45,7 +46,7 @@ class HoldElection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     election_id: Identifier
-    held_on: BusinessDate = Field(description="the day of the general meeting")
+    held_on: BoundedDate = Field(description="the day of the general meeting")
     seats: Seats | None = Field(
         None,
         description="seats to fill; a further round fills the seats its earlier round left "
@@ -60,7 +61,7 @@ class HoldElection(BaseModel):
     secretary_id: Identifier | None = Field(
         None, description="whom the new committee names secretary: one of the elected"
     )
-    term_ends_on: BusinessDate | None = Field(
+    term_ends_on: BoundedDate | None = Field(
         None, description="the committee's term (default: held_on + the committee term)"
     )
     round_of: Identifier | None = Field(

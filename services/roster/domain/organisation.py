@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.envelope import EventPayload
 from contracts.events import CommitteeElected, GroupLinkEstablished, UnitRegistered
 from contracts.events.member import BranchKind, UnitKind
-from contracts.types import BusinessDate, Identifier, ShortText
+from contracts.ranges import BoundedDate
+from contracts.types import Identifier, ShortText
 from runtime.decider import CommandRefused
 from services.roster.domain.member import MemberState
 from services.roster.domain.policy import RosterPolicy, add_months
@@ -33,7 +34,7 @@ class RegisterUnit(Command):
     name: ShortText
     parent_id: Identifier | None = None
     branch_kind: BranchKind | None = Field(None, description="student or faculty, for a branch")
-    established_on: BusinessDate | None = Field(
+    established_on: BoundedDate | None = Field(
         None,
         description="when the unit was set up (default: today); a branch's review calendar "
         "starts from it",
@@ -43,16 +44,16 @@ class RegisterUnit(Command):
 class ElectCommittee(Command):
     secretary_id: Identifier
     member_ids: list[Identifier] = Field(min_length=1, max_length=7)
-    term_starts_on: BusinessDate
-    term_ends_on: BusinessDate
-    elected_on: BusinessDate
+    term_starts_on: BoundedDate
+    term_ends_on: BoundedDate
+    elected_on: BoundedDate
 
 
 class LinkGroup(Command):
     link_id: Identifier
     target_kind: Literal["company", "class", "student_in_difficulty"]
     target: ShortText
-    established_on: BusinessDate
+    established_on: BoundedDate
 
 
 @dataclass(frozen=True)
