@@ -54,13 +54,23 @@ def _exact_decimal(value: Any) -> Any:
     return value
 
 
+#: Digits before the decimal point of points, as the published pattern allows.
+POINTS_INTEGER_DIGITS = 10
+
+
 def _at_most_hundredths(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("points must be a finite number")
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2:
         raise ValueError("points have at most two decimal places (hundredths)")
-    return value
+    if value and value.adjusted() >= POINTS_INTEGER_DIGITS:
+        raise ValueError(f"points have at most {POINTS_INTEGER_DIGITS} digits before the point")
+    # One plain form, the one the published pattern describes: "1E+1" is stored as "10", "-0"
+    # as "0" (str() of a Decimal with a positive exponent would keep the exponent).
+    if isinstance(exponent, int) and exponent > 0:
+        value = value.quantize(Decimal(1))
+    return value if value else value.copy_abs()
 
 
 #: Points are exact decimals in hundredths, written as strings on the wire ("-2", "1.50"): a
@@ -72,7 +82,11 @@ Points = Annotated[
     Field(max_digits=12),
     PlainSerializer(lambda value: str(value), return_type=str, when_used="json"),
     WithJsonSchema(
-        {"type": "string", "pattern": r"^-?[0-9]{1,10}(\.[0-9]{1,2})?$", "examples": ["-2", "1.50"]}
+        {
+            "type": "string",
+            "pattern": rf"^-?[0-9]{{1,{POINTS_INTEGER_DIGITS}}}(\.[0-9]{{1,2}})?$",
+            "examples": ["-2", "1.50"],
+        }
     ),
 ]
 

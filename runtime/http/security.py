@@ -80,8 +80,17 @@ async def idempotency(
     fingerprint = hashlib.sha256(
         request.method.encode() + b" " + request.url.path.encode() + b"\n" + canonical
     ).hexdigest()
-    # Keys are per caller: two clients choosing the same key do not collide.
-    return IdempotencyKey(key=f"{principal.subject}:{key}", fingerprint=fingerprint)
+    return IdempotencyKey(key=caller_key(principal.subject, key), fingerprint=fingerprint)
+
+
+def caller_key(subject: str, key: str) -> str:
+    """The stored key of one caller's Idempotency-Key: per caller, so two clients choosing the
+    same key do not collide, and unambiguous, so that neither can a subject with a colon in it:
+    `alice` with `x:1` and `alice:x` with `1` are two keys. The subject's `%` and `:` are
+    percent-escaped, so its end is the first colon; a subject without either is stored as it
+    was before (`alice:x:1`), and keys already recorded keep their meaning."""
+    escaped = subject.replace("%", "%25").replace(":", "%3A")
+    return f"{escaped}:{key}"
 
 
 CommandKey = Annotated[IdempotencyKey | None, Depends(idempotency)]

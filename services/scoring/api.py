@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -11,16 +11,18 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from contracts.errors import FieldError
-from contracts.types import BusinessDate, Identifier, Points, Text
+from contracts.ranges import BoundedDate
+from contracts.types import Identifier, Points, Text
 from runtime.auth import AccessDenied, Principal
 from runtime.directory import Directory
 from runtime.http import Accepted, Command, CurrentPrincipal, Problem, accepted, problem_responses
 from runtime.http.moments import AsOf, KnownAt
-from runtime.http.problems import validation_problem
+from runtime.http.problems import RETRY_AFTER_SECONDS, validation_problem
 from services.scoring.domain import adjustment
 from services.scoring.domain.publishing import adoption_stream, regulation_stream
 from services.scoring.domain.regulation import RegulationDocument, parse_document
 from services.scoring.handlers import RegulationInvalid, ScoringService
+from services.scoring.offload import ComputeBusy, ComputeFailed, ComputeTimeout
 from services.scoring.queries import ScoringQueries
 from services.scoring.regulation_file import RegulationFileError, load_regulation
 
@@ -84,7 +86,7 @@ async def publish_regulation(
     principal: CurrentPrincipal,
     command: Command,
     published_on: Annotated[
-        date | None,
+        BoundedDate | None,
         Query(description="the day it was published (default: today); not in the future"),
     ] = None,
 ) -> Accepted:
@@ -149,8 +151,8 @@ async def list_regulations(
 
 class Adopt(BaseModel):
     regulation_id: Identifier
-    effective_from: BusinessDate = Field(description="the first day the unit follows it")
-    decided_on: BusinessDate | None = Field(
+    effective_from: BoundedDate = Field(description="the first day the unit follows it")
+    decided_on: BoundedDate | None = Field(
         None, description="the day the unit decided it (default: today); not in the future"
     )
     reason: Text | None = None
@@ -322,7 +324,7 @@ class AdjustmentRequest(BaseModel):
     member_id: Identifier
     points: Points
     reason: Text
-    effective_on: BusinessDate | None = Field(
+    effective_on: BoundedDate | None = Field(
         None,
         description="the day it counts on (default: today): in an open period of the branch",
     )
@@ -392,7 +394,7 @@ async def approve_adjustment(
 
 
 class Close(BaseModel):
-    closed_on: date | None = Field(
+    closed_on: BoundedDate | None = Field(
         None, description="the day the branch closed it (default: today); not in the future"
     )
 
@@ -420,7 +422,7 @@ async def close_period(
 
 class Reopen(BaseModel):
     reason: Text
-    reopened_on: BusinessDate | None = Field(
+    reopened_on: BoundedDate | None = Field(
         None, description="the day the branch reopened it (default: now); not in the future"
     )
 
@@ -484,7 +486,9 @@ async def what_if(body: WhatIf, request: Request, principal: CurrentPrincipal) -
         branches = [u.unit_id for u in await directory.units("branch")]
     document: RegulationDocument
     if body.draft is not None:
-        parsed, errors = parse_document(body.draft)
+        # In a thread: checking a draft of hundreds of rules against the catalogue takes tens
+        # of milliseconds the event loop need not wait for.
+        parsed, errors = await asyncio.to_thread(parse_document, body.draft)
         if errors or parsed is None:
             raise _invalid([FieldError(f"body.draft.{e.field}", e.reason) for e in errors])
         document = parsed
@@ -517,6 +521,28 @@ async def what_if(body: WhatIf, request: Request, principal: CurrentPrincipal) -
         return await _queries(request).what_if(body.period_id, branches, document)
     except LookupError:
         raise _not_found(f"period {body.period_id}") from None
+    except ComputeTimeout as stopped:
+        # The request asks too much of one run: narrow it (one branch, fewer rules).
+        raise _invalid(
+            [
+                FieldError(
+                    "body",
+                    f"the what-if {stopped}: ask for one branch or a smaller draft",
+                )
+            ]
+        ) from None
+    except (ComputeBusy, ComputeFailed) as error:
+        raise _busy(str(error)) from None
+
+
+def _busy(detail: str) -> Problem:
+    return Problem(
+        503,
+        "Service unavailable",
+        detail,
+        type_="/problems/compute-unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 @router.post(
@@ -526,7 +552,12 @@ async def what_if(body: WhatIf, request: Request, principal: CurrentPrincipal) -
 )
 async def replay(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     principal.require_role("auditor", "university_admin")
-    report = await _queries(request).replay()
+    try:
+        report = await _queries(request).replay()
+    except ComputeTimeout as stopped:  # the archive outgrew the limit an operator set
+        raise _busy(f"the replay {stopped}") from None
+    except (ComputeBusy, ComputeFailed) as error:
+        raise _busy(str(error)) from None
     return {
         "equal": report.equal,
         "inputs": report.inputs,

@@ -6,6 +6,7 @@ them (runtime.commands) and waits until scoring's own read models include the re
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,9 +30,33 @@ from services.scoring.domain.assessment import (
     branch_table,
     compute_period,
 )
-from services.scoring.domain.engine import MemberPeriod, all_lines
+from services.scoring.domain.engine import Adjustment, Input, MemberPeriod, all_lines
 from services.scoring.domain.regulation import Governing, RegulationBook, parse_document
 from services.scoring.live import LiveScores
+
+#: A branch's period computed: every result, the branch's table, who took part, what governs.
+BranchResult = tuple[PeriodResult, list[TableRow], list[Participant], Governing]
+
+
+@dataclass(frozen=True)
+class BranchInputs:
+    """Everything a branch's period is computed from, read from the database."""
+
+    branch_id: str
+    period_id: str
+    governing: Governing
+    participants: list[Participant]
+    inputs: list[Input]
+    adjustments: list[Adjustment]
+
+
+def compute_branch(loaded: BranchInputs, book: RegulationBook, zone: ZoneInfo) -> BranchResult:
+    """The branch's period from its inputs: pure, no I/O."""
+    result = compute_period(
+        loaded.period_id, book, loaded.inputs, loaded.adjustments, zone, loaded.participants
+    )
+    table = branch_table(result, loaded.branch_id, loaded.participants)
+    return result, table, loaded.participants, loaded.governing
 
 
 class RegulationInvalid(Exception):
@@ -328,10 +353,26 @@ class ScoringService:
         as_of: Moment | None = None,
         known_at: datetime | None = None,
         book: RegulationBook | None = None,
-    ) -> tuple[PeriodResult, list[TableRow], list[Participant], Governing] | None:
+    ) -> BranchResult | None:
         """The branch's period under the regulation it follows, or None when no regulation it
         follows has that period."""
         book = book or await self.archive.book(known_at)
+        loaded = await self.branch_inputs(
+            branch_id, period_id, as_of=as_of, known_at=known_at, book=book
+        )
+        return compute_branch(loaded, book, self.zone) if loaded is not None else None
+
+    async def branch_inputs(
+        self,
+        branch_id: str,
+        period_id: str,
+        *,
+        as_of: Moment | None = None,
+        known_at: datetime | None = None,
+        book: RegulationBook,
+    ) -> BranchInputs | None:
+        """What a branch's period is computed from (the database reads of branch_result); the
+        computation itself is compute_branch, pure, so that it can run elsewhere."""
         governing = book.governing(branch_id, period_id)
         if governing is None:
             return None
@@ -341,8 +382,7 @@ class ScoringService:
         members = [p.member_id for p in participants]
         inputs = await self.archive.inputs_of(members, as_of=moment, known_at=known_at)
         adjustments = await self.archive.adjustments(members, as_of=moment, known_at=known_at)
-        result = compute_period(period_id, book, inputs, adjustments, self.zone, participants)
-        return result, branch_table(result, branch_id, participants), participants, governing
+        return BranchInputs(branch_id, period_id, governing, participants, inputs, adjustments)
 
     async def close_period(
         self,

@@ -9,17 +9,19 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from services.scoring.archive import Archive, score_key, score_row
 from services.scoring.domain.assessment import TableRow, compute_period
-from services.scoring.domain.engine import Input, LedgerEntry, MemberPeriod, all_lines
+from services.scoring.domain.engine import Adjustment, Input, LedgerEntry, MemberPeriod, all_lines
 from services.scoring.domain.regulation import (
     PublishedVersion,
     RegulationBook,
     RegulationDocument,
     RegulationHistory,
 )
-from services.scoring.handlers import Moment, ScoringService
+from services.scoring.handlers import BranchInputs, Moment, ScoringService, compute_branch
+from services.scoring.offload import DEFAULT_SECONDS, DEFAULT_WORKERS, Offloader
 
 ADJUSTMENT_TITLE = "人工调整 / manual adjustment"
 CLOSING_TITLES = {
@@ -139,9 +141,12 @@ class ReplayReport:
 
 
 class ScoringQueries:
-    def __init__(self, service: ScoringService, archive: Archive) -> None:
+    def __init__(
+        self, service: ScoringService, archive: Archive, offload: Offloader | None = None
+    ) -> None:
         self.service = service
         self.archive = archive
+        self.offload = offload or Offloader(DEFAULT_WORKERS, DEFAULT_SECONDS)
 
     async def member(
         self,
@@ -255,7 +260,8 @@ class ScoringQueries:
         self, period_id: str, branch_ids: Sequence[str], alternative: RegulationDocument
     ) -> dict[str, Any]:
         """Every member of the branches under the regulation each follows and under the
-        alternative, side by side. Nothing is written."""
+        alternative, side by side. Nothing is written. The database is read here; the
+        computation runs off the event loop, in a process with a time limit (offload)."""
         live_book = await self.archive.book()
         period = alternative.period(period_id)
         if period is None:
@@ -267,86 +273,136 @@ class ScoringQueries:
         alt_book = RegulationBook.single(
             RegulationHistory([PublishedVersion(alt_document, None, None)])
         )
-        members: list[dict[str, Any]] = []
-        changed_grades = 0
-        live_versions: dict[str, dict[str, Any]] = {}
+        branches: list[tuple[BranchInputs, BranchInputs]] = []
         for branch_id in branch_ids:
-            old = await self.service.branch_result(branch_id, period_id, book=live_book)
-            new = await self.service.branch_result(branch_id, period_id, book=alt_book)
-            if old is None or new is None:
+            old = await self.service.branch_inputs(branch_id, period_id, book=live_book)
+            governing = alt_book.governing(branch_id, period_id)
+            if old is None or governing is None:
                 continue
-            old_doc, new_doc = old[3].document, new[3].document
-            live_versions[branch_id] = {"id": old_doc.id, "version": old_doc.version}
-            old_rows = {r.member_id: r for r in old[1]}
-            new_rows = {r.member_id: r for r in new[1]}
-            for member_id in sorted(old_rows):
-                before, after = old_rows[member_id], new_rows[member_id]
-                rules = _rule_differences(
-                    old[0].members.get(member_id), new[0].members.get(member_id), new_doc
+            if governing.period.ends_on == old.governing.period.ends_on:
+                # The same participants, inputs and adjustments: read (and sent) once.
+                new = BranchInputs(
+                    branch_id,
+                    period_id,
+                    governing,
+                    old.participants,
+                    old.inputs,
+                    old.adjustments,
                 )
-                members.append(
-                    {
-                        "member_id": member_id,
-                        "branch_id": branch_id,
-                        "old_total": old_doc.scaled(before.total),
-                        "new_total": new_doc.scaled(after.total),
-                        "delta": new_doc.scaled(after.total - before.total),
-                        "old_rank": before.rank,
-                        "new_rank": after.rank,
-                        "old_grade": before.grade,
-                        "new_grade": after.grade,
-                        "rules": rules,
-                    }
-                )
-                changed_grades += before.grade != after.grade
-        live_ids = {v["version"] for v in live_versions.values()}
-        return {
-            "period_id": period_id,
-            "live_regulation_version": live_ids.pop() if len(live_ids) == 1 else None,
-            "live_regulations": live_versions,
-            "alternative": {"id": alternative.id, "version": alternative.version},
-            "members": members,
-            "grades_changed": changed_grades,
-        }
+            else:
+                found = await self.service.branch_inputs(branch_id, period_id, book=alt_book)
+                if found is None:
+                    continue
+                new = found
+            branches.append((old, new))
+        job = WhatIfJob(period_id, alternative.id, alternative.version, live_book, alt_book)
+        return await self.offload.run(compute_what_if, job, branches, self.service.zone)
 
     async def replay(self) -> ReplayReport:
-        """Fold the whole archive again, apart from the live tables, and compare."""
+        """Fold the whole archive again, apart from the live tables, and compare. The archive
+        is read here; the fold runs off the event loop (offload)."""
         book = await self.archive.book()
         inputs: list[Input] = []
         async for page in self.archive.all_inputs():
             inputs.extend(page)
         adjustments = await self.archive.adjustments()
-        lines = all_lines(inputs, book, self.service.zone)
-        replayed: dict[tuple[str, str], tuple[str, ...]] = {}
         live_rows = await self.archive.live_scores()
-        branches = {(r["member_id"], r["period_id"]): r["branch_id"] for r in live_rows}
-        for period_id in book.period_ids():
-            result = compute_period(
-                period_id, book, inputs, adjustments, self.service.zone, lines=lines
-            )
-            for member_id, member_result in result.members.items():
-                branch = member_result.branch_id or branches.get((member_id, period_id))
-                row = score_row(member_result)
-                replayed[(member_id, period_id)] = score_key((*row[:2], branch, *row[3:]))
-        live = {(r["member_id"], r["period_id"]): score_key(tuple(r.values())) for r in live_rows}
-        first = None
-        for key in sorted(set(live) | set(replayed)):
-            if live.get(key) != replayed.get(key):
-                first = {
-                    "member_id": key[0],
-                    "period_id": key[1],
-                    "live": live.get(key),
-                    "replay": replayed.get(key),
-                }
-                break
-        return ReplayReport(
-            len(inputs),
-            len({k[0] for k in replayed}),
-            len(replayed),
-            _checksum(live),
-            _checksum(replayed),
-            first,
+        return await self.offload.run(
+            compute_replay, book, inputs, adjustments, live_rows, self.service.zone
         )
+
+
+@dataclass(frozen=True)
+class WhatIfJob:
+    period_id: str
+    alternative_id: str
+    alternative_version: int
+    live_book: RegulationBook
+    alt_book: RegulationBook
+
+
+def compute_what_if(
+    job: WhatIfJob, branches: Sequence[tuple[BranchInputs, BranchInputs]], zone: ZoneInfo
+) -> dict[str, Any]:
+    """The what-if from what was read: pure, run in a process of its own."""
+    members: list[dict[str, Any]] = []
+    changed_grades = 0
+    live_versions: dict[str, dict[str, Any]] = {}
+    for old_inputs, new_inputs in branches:
+        branch_id = old_inputs.branch_id
+        old = compute_branch(old_inputs, job.live_book, zone)
+        new = compute_branch(new_inputs, job.alt_book, zone)
+        old_doc, new_doc = old[3].document, new[3].document
+        live_versions[branch_id] = {"id": old_doc.id, "version": old_doc.version}
+        old_rows = {r.member_id: r for r in old[1]}
+        new_rows = {r.member_id: r for r in new[1]}
+        for member_id in sorted(old_rows):
+            before, after = old_rows[member_id], new_rows[member_id]
+            rules = _rule_differences(
+                old[0].members.get(member_id), new[0].members.get(member_id), new_doc
+            )
+            members.append(
+                {
+                    "member_id": member_id,
+                    "branch_id": branch_id,
+                    "old_total": old_doc.scaled(before.total),
+                    "new_total": new_doc.scaled(after.total),
+                    "delta": new_doc.scaled(after.total - before.total),
+                    "old_rank": before.rank,
+                    "new_rank": after.rank,
+                    "old_grade": before.grade,
+                    "new_grade": after.grade,
+                    "rules": rules,
+                }
+            )
+            changed_grades += before.grade != after.grade
+    live_ids = {v["version"] for v in live_versions.values()}
+    return {
+        "period_id": job.period_id,
+        "live_regulation_version": live_ids.pop() if len(live_ids) == 1 else None,
+        "live_regulations": live_versions,
+        "alternative": {"id": job.alternative_id, "version": job.alternative_version},
+        "members": members,
+        "grades_changed": changed_grades,
+    }
+
+
+def compute_replay(
+    book: RegulationBook,
+    inputs: Sequence[Input],
+    adjustments: Sequence[Adjustment],
+    live_rows: Sequence[Mapping[str, Any]],
+    zone: ZoneInfo,
+) -> ReplayReport:
+    """The replay from what was read: pure, run in a process of its own."""
+    lines = all_lines(inputs, book, zone)
+    replayed: dict[tuple[str, str], tuple[str, ...]] = {}
+    branches = {(r["member_id"], r["period_id"]): r["branch_id"] for r in live_rows}
+    for period_id in book.period_ids():
+        result = compute_period(period_id, book, inputs, adjustments, zone, lines=lines)
+        for member_id, member_result in result.members.items():
+            branch = member_result.branch_id or branches.get((member_id, period_id))
+            row = score_row(member_result)
+            replayed[(member_id, period_id)] = score_key((*row[:2], branch, *row[3:]))
+    live = {(r["member_id"], r["period_id"]): score_key(tuple(r.values())) for r in live_rows}
+    first = None
+    for key in sorted(set(live) | set(replayed)):
+        if live.get(key) != replayed.get(key):
+            first = {
+                "member_id": key[0],
+                "period_id": key[1],
+                "live": live.get(key),
+                "replay": replayed.get(key),
+            }
+            break
+    return ReplayReport(
+        len(inputs),
+        len({k[0] for k in replayed}),
+        len(replayed),
+        _checksum(live),
+        _checksum(replayed),
+        first,
+    )
 
 
 def _checksum(rows: Mapping[tuple[str, str], tuple[str, ...]]) -> str:

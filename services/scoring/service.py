@@ -16,6 +16,7 @@ from runtime.service import ServiceContext, ServiceDefinition
 from services.scoring.api import router
 from services.scoring.archive import Archive
 from services.scoring.handlers import ScoringService, system_context
+from services.scoring.offload import DEFAULT_SECONDS, DEFAULT_WORKERS, Offloader
 from services.scoring.projections import INPUT_FAMILIES, ScoringInputs, ScoringReadModels
 from services.scoring.queries import ScoringQueries
 from services.scoring.regulation_file import DEFAULT_REGULATION, load_regulation
@@ -37,6 +38,19 @@ class ScoringSettings(BaseSettings):
         str(DEFAULT_REGULATION),
         description="a YAML file published at first start when no version exists ('' for none)",
     )
+    compute_workers: int = Field(
+        DEFAULT_WORKERS,
+        ge=1,
+        le=64,
+        description="what-if and replay runs computing at once (each in a process of its own); "
+        "one more gets 503",
+    )
+    compute_seconds: float = Field(
+        DEFAULT_SECONDS,
+        gt=0,
+        description="a what-if or replay computing longer is stopped (a what-if gets 422, a "
+        "replay 503)",
+    )
 
 
 def _setup(context: ServiceContext) -> None:
@@ -54,7 +68,9 @@ def _setup(context: ServiceContext) -> None:
     context.extras.update(
         scoring=service,
         scoring_archive=archive,
-        scoring_queries=ScoringQueries(service, archive),
+        scoring_queries=ScoringQueries(
+            service, archive, Offloader(settings.compute_workers, settings.compute_seconds)
+        ),
         scoring_settings=settings,
     )
 
@@ -81,8 +97,17 @@ async def _publish_default(context: ServiceContext) -> None:
     log.info("default regulation published", regulation=raw.get("id"), version=raw.get("version"))
 
 
+async def _warm_offload(context: ServiceContext) -> None:
+    """Start the forkserver of what-if and replay runs now, not in the first one's time."""
+    queries: ScoringQueries = context.extras["scoring_queries"]
+    try:
+        await asyncio.to_thread(queries.offload.warm)
+    except Exception as error:  # the first run tries again, and says what fails
+        log.warning("the process pool of what-if and replay did not start", error=str(error))
+
+
 def _background(context: ServiceContext) -> Sequence[Coroutine[Any, Any, None]]:
-    return [_publish_default(context)]
+    return [_publish_default(context), _warm_offload(context)]
 
 
 DEFINITION = ServiceDefinition(
