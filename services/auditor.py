@@ -47,8 +47,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from runtime.settings import DEFAULT_PORTS
+from runtime.spreadsheets import safe_rows, set_cell
 from runtime.witness import FILE_FORMAT, load_checkpoint_file
-from services.scoring.regulation_file import RegulationFileError, load_regulation
+from services.scoring.regulation_file import (
+    RegulationFileError,
+    load_regulation,
+    read_regulation_file,
+)
 
 SERVICES = ("roster", "activities", "scoring", "notify")
 DEFAULT_TIMEZONE = "Asia/Shanghai"
@@ -555,7 +560,7 @@ def _write_ledger_xlsx(path: str, member: str, lines: list[LedgerLine], zone: Zo
                         raise Failure(f"scoring sent {value!r} where points belong") from None
                     cell.number_format = number_format(value)
             else:
-                cell.value = value
+                set_cell(cell, value)  # text, never a formula: titles and ids come from others
     for letter, width in zip(
         "ABCDEFGHIJKL", (12, 11, 20, 20, 24, 14, 30, 16, 9, 9, 7, 13), strict=True
     ):
@@ -574,7 +579,7 @@ def ledger(api: Api, args: argparse.Namespace) -> int:
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(LEDGER_COLUMNS)
-        writer.writerows(ledger_rows(periods, zone))
+        writer.writerows(safe_rows(ledger_rows(periods, zone)))
     elif args.xlsx:
         lines = ledger_lines(periods)
         try:
@@ -675,7 +680,7 @@ def table(api: Api, args: argparse.Namespace) -> int:
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(TABLE_COLUMNS)
-        writer.writerows(rows)
+        writer.writerows(safe_rows(rows))
         return 0
     unit = api.json("roster", "GET", f"/v1/units/{args.branch}")
     closed = data.get("closed")
@@ -777,8 +782,8 @@ def whatif(api: Api, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"period_id": args.period}
     if args.regulation:
         try:
-            draft = load_regulation(Path(args.regulation).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, RegulationFileError) as error:
+            draft = load_regulation(read_regulation_file(Path(args.regulation)))
+        except (OSError, RegulationFileError) as error:
             raise Failure(f"cannot read {args.regulation}: {error}") from None
         body["draft"] = _jsonable(draft)
     else:
@@ -900,12 +905,11 @@ def regulations(api: Api, args: argparse.Namespace) -> int:
 
 def regulation_publish(api: Api, args: argparse.Namespace) -> int:
     try:
-        raw = Path(args.file).read_bytes()
-        document = load_regulation(raw.decode("utf-8"))
+        text = read_regulation_file(Path(args.file))
+        raw = text.encode("utf-8")
+        document = load_regulation(text)
     except OSError as error:
         raise Failure(f"cannot read {args.file}: {error}") from None
-    except UnicodeDecodeError:
-        raise Failure(f"{args.file} is not UTF-8 text") from None
     except RegulationFileError as error:
         raise Failure(f"{args.file} is not a regulation: {error}") from None
     result = api.json(
