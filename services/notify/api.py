@@ -12,6 +12,7 @@ from runtime.auth import AccessDenied, Principal
 from runtime.directory import Directory
 from runtime.http import CurrentPrincipal, Problem, problem_responses
 from runtime.http.moments import AtInstant
+from services.notify.domain.config import NotifyConfig
 from services.notify.handlers import NotifyService
 from services.notify.ics import calendar
 from services.notify.queries import NotifyQueries
@@ -120,12 +121,22 @@ async def get_deadline(
     found = await _queries(request).deadline(deadline_id)
     if found is None:
         raise _not_found(f"deadline {deadline_id}")
+    if found["branch_id"] is None:
+        covered = principal.reads_everything
+    else:
+        school = await _directory(request).school_of(found["branch_id"])
+        covered = principal.covers_branch(found["branch_id"], school)
+    if covered:
+        return found
     if principal.member_id is None or principal.member_id != found["member_id"]:
-        if found["branch_id"] is None:
-            principal.require_role("university_admin", "auditor")
-        else:
-            await _read_branch(request, principal, found["branch_id"])
-    return found
+        where = f"branch {found['branch_id']}" if found["branch_id"] else "the university"
+        raise AccessDenied(
+            f"{principal.role} {principal.subject} may not read deadline {deadline_id} of {where}"
+        )
+    # The member's own deadline, seen by the member: their own deliveries only (the secretary's
+    # and the school office's, with their errors, are not theirs to read).
+    mine = [d for d in found["deliveries"] if d["recipient_id"] == principal.member_id]
+    return {**found, "deliveries": mine}
 
 
 @router.get(
@@ -176,17 +187,50 @@ class Preferences(BaseModel):
     email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=200)
 
 
-async def _may_set_preferences(recipient_id: str, principal: CurrentPrincipal) -> Principal:
-    """Checked before the body is read: yourself, or an administrator."""
-    if principal.member_id != recipient_id and principal.subject != recipient_id:
-        principal.require_role("university_admin", "school_admin")
-    return principal
+async def _may_set_preferences(
+    recipient_id: str, request: Request, principal: CurrentPrincipal
+) -> Principal:
+    """Checked before the body is read (issue 14: reminders must not be pointed at someone
+    else's address). A member's preferences: the member themself, the secretary (and the
+    committee members) of their branch, the admin of their school, the university admin. A
+    school office's: the admin of that school, the university admin. Anyone else gets 403, and
+    so does an auditor (who changes nothing, not even their own) and another service."""
+    if principal.role in ("auditor", "service"):
+        raise AccessDenied(f"the {principal.role} role changes no recipient's preferences")
+    if principal.role == "university_admin" or principal.member_id == recipient_id:
+        return principal
+    directory = _directory(request)
+    member = await directory.member(recipient_id)
+    if member is not None:
+        school = await directory.school_of(member.branch_id)
+        if not principal.covers_branch(member.branch_id, school):
+            raise AccessDenied(
+                f"{principal.role} {principal.subject} may not change how member "
+                f"{recipient_id} is reminded: that is for the member, the committee of branch "
+                f"{member.branch_id}, the admin of its school or the university admin"
+            )
+        return principal
+    config: NotifyConfig = request.app.state.context.extras["notify_config"]
+    for unit in await directory.units("school"):
+        if config.school_office(unit.unit_id) == recipient_id:
+            if principal.role != "school_admin" or unit.unit_id not in principal.schools:
+                raise AccessDenied(
+                    f"{principal.role} {principal.subject} may not change how the office of "
+                    f"school {unit.unit_id} is reminded: that is for the admin of that school "
+                    "or the university admin"
+                )
+            return principal
+    raise AccessDenied(
+        f"{principal.role} {principal.subject} may not change the preferences of "
+        f"{recipient_id}, who is neither a member in their scope nor their school's office"
+    )
 
 
 @router.put(
     "/recipients/{recipient_id}",
     tags=["deliveries"],
-    summary="How a recipient wants to be reminded (yourself, or an admin)",
+    summary="How a recipient wants to be reminded (yourself, your branch's committee, or an "
+    "admin whose scope includes you)",
 )
 async def set_preferences(
     recipient_id: str,
