@@ -165,8 +165,24 @@ EVENT_MODELS: tuple[type[EventPayload], ...] = tuple(
     getattr(events, name) for name in events.__all__
 )
 
-#: Upcasters of the production catalogue. Every type is at its first version today; the worked
-#: example of a version bump lives in tests/unit/test_contracts.py.
-UPCASTERS: tuple[Upcaster, ...] = ()
+
+def _unchanged(data: Json) -> Json:
+    """Version 2 of these types seals personal fields; a version 1 event's plain values are
+    still valid values of them (read as they are, never erasable)."""
+    return data
+
+
+#: Upcasters of the production catalogue (a worked example of a shape-changing bump lives in
+#: tests/unit/test_contracts.py).
+UPCASTERS: tuple[Upcaster, ...] = tuple(
+    Upcaster(event_type, 1, _unchanged)
+    for event_type in (
+        "member.enrolled",
+        "member.moved",
+        "responsibility.space_assigned",
+        "plaque.issued",
+        "guide.registered",
+    )
+)
 
 CATALOGUE = Catalogue(EVENT_MODELS, UPCASTERS)

@@ -181,6 +181,24 @@ def render() -> dict[Path, str]:
     }
 
 
+def _earlier_version(path: Path) -> bool:
+    """A schema of an earlier version of a type still in the catalogue: kept as published (the
+    logs hold events of it, and campus systems read them), never rewritten."""
+    name = path.name.removesuffix(".schema.json")
+    event_type, _, version = name.rpartition(".v")
+    current = {spec.event_type: spec.schema_version for spec in CATALOGUE.specs}
+    return (
+        path.parent == SCHEMA_DIR / "events"
+        and version.isdigit()
+        and int(version) < current.get(event_type, 0)
+    )
+
+
+def _unwanted(rendered: dict[Path, str]) -> set[Path]:
+    existing = set(SCHEMA_DIR.rglob("*.json")) if SCHEMA_DIR.exists() else set()
+    return {p for p in existing - set(rendered) if not _earlier_version(p)}
+
+
 def stale_files(rendered: dict[Path, str] | None = None) -> list[str]:
     """Files that differ from the models, are missing, or should no longer exist."""
     rendered = rendered if rendered is not None else render()
@@ -189,15 +207,14 @@ def stale_files(rendered: dict[Path, str] | None = None) -> list[str]:
         for path, text in rendered.items()
         if not path.exists() or path.read_text(encoding="utf-8") != text
     ]
-    existing = set(SCHEMA_DIR.rglob("*.json")) if SCHEMA_DIR.exists() else set()
-    stale += [str(p.relative_to(ROOT.parent)) for p in sorted(existing - set(rendered))]
+    stale += [str(p.relative_to(ROOT.parent)) for p in sorted(_unwanted(rendered))]
     return stale
 
 
 def write(rendered: dict[Path, str] | None = None) -> list[str]:
     rendered = rendered if rendered is not None else render()
     changed = stale_files(rendered)
-    for path in set(SCHEMA_DIR.rglob("*.json")) - set(rendered) if SCHEMA_DIR.exists() else ():
+    for path in _unwanted(rendered):
         path.unlink()
     for path, text in rendered.items():
         path.parent.mkdir(parents=True, exist_ok=True)

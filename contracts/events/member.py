@@ -3,7 +3,7 @@ category dimensions (分类管理), responsibility (责任制管理) and care (�
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -23,7 +23,25 @@ DIMENSION_VALUES: dict[str, tuple[str, ...]] = {
     "performance": ("excellent", "lagging", "neither"),  # 优秀党员 / 相对落后党员
 }
 
-StudentNumber = Field(min_length=4, max_length=32, pattern=r"^[A-Za-z0-9]+$")
+#: A person's personal field, sealed under that person's own key (`pd1:{key id}:{sealed}`,
+#: see runtime/personal.py: erasing the person destroys the key) — or, in events recorded
+#: before personal data was sealed (schema version 1), the plain value.
+SEALED = r"pd1:[0-9a-f]{16}:[A-Za-z0-9_-]+"
+Personal = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=3000,
+        description="personal data: sealed under the person's own key (pd1:…), or plain in "
+        "events recorded before it was sealed",
+    ),
+]
+StudentNumber = Field(
+    min_length=4,
+    max_length=3000,
+    pattern=rf"^([A-Za-z0-9]{{4,32}}|{SEALED})$",
+    description="sealed under the member's key (pd1:…), or plain in events recorded before",
+)
 
 
 class _MemberFamily(EventPayload):
@@ -83,16 +101,17 @@ class MemberEnrolled(_MemberFamily):
     """A member joined a branch (and usually a group), with where they live and study."""
 
     event_type: ClassVar[str] = "member.enrolled"
+    schema_version: ClassVar[int] = 2  # 2: name, student number, dormitory and bed sealed
 
     member_id: Identifier
     student_number: str = StudentNumber
-    name: ShortText
+    name: Personal
     branch_id: Identifier
     group_id: Identifier | None
     class_name: ShortText | None
     company: ShortText | None  # 连队 of national-defence students
-    dormitory: ShortText | None
-    bed: ShortText | None
+    dormitory: Personal | None
+    bed: Personal | None
     standing: Standing
     joined_on: BusinessDate | None  # full members: the day they became full members
     probation_started_on: BusinessDate | None  # probationary members: admitted by the branch
@@ -232,13 +251,14 @@ class MemberMoved(_MemberFamily):
     placement so a consumer needs no earlier event to know where the member is."""
 
     event_type: ClassVar[str] = "member.moved"
+    schema_version: ClassVar[int] = 2  # 2: dormitory and bed sealed
 
     member_id: Identifier
     group_id: Identifier | None
     class_name: ShortText | None
     company: ShortText | None
-    dormitory: ShortText | None
-    bed: ShortText | None
+    dormitory: Personal | None
+    bed: Personal | None
     effective_on: BusinessDate
     reason: Text | None = None
 
@@ -259,9 +279,10 @@ class SpaceAssigned(_MemberFamily):
     """The member's responsibility space (责任空间): dormitory, class, company and post scope."""
 
     event_type: ClassVar[str] = "responsibility.space_assigned"
+    schema_version: ClassVar[int] = 2  # 2: dormitory sealed
 
     member_id: Identifier
-    dormitory: ShortText | None
+    dormitory: Personal | None
     class_name: ShortText | None
     company: ShortText | None
     post_scope: Text | None
@@ -317,12 +338,13 @@ class PlaqueIssued(_MemberFamily):
     """A Party-member dormitory or bed plaque (党员宿舍/党员床铺挂牌)."""
 
     event_type: ClassVar[str] = "plaque.issued"
+    schema_version: ClassVar[int] = 2  # 2: dormitory and bed sealed
 
     plaque_id: Identifier
     member_id: Identifier
     kind: Literal["dormitory", "bed"]
-    dormitory: ShortText
-    bed: ShortText | None
+    dormitory: Personal
+    bed: Personal | None
     issued_on: BusinessDate
 
 
@@ -399,12 +421,13 @@ class GuideRegistered(_MemberFamily):
     member, an alumnus. Name and phone are personal data."""
 
     event_type: ClassVar[str] = "guide.registered"
+    schema_version: ClassVar[int] = 2  # 2: name and phone sealed
 
     guide_id: Identifier
-    name: ShortText
+    name: Personal
     kind: GuideKind
     organisation: ShortText
-    phone: ShortText | None = None
+    phone: Personal | None = None
     registered_on: BusinessDate
 
 
@@ -440,4 +463,26 @@ class GuideAppointmentEnded(_MemberFamily):
     guide_id: Identifier
     branch_id: Identifier
     ended_on: BusinessDate
+    reason: Text
+
+
+class MemberErased(_MemberFamily):
+    """A member who left was erased after the retention period: their key was destroyed, and
+    every sealed field of theirs, in every event, can no longer be read. Their events stay (the
+    chain and the scores are untouched); every view shows them as erased."""
+
+    event_type: ClassVar[str] = "member.erased"
+
+    member_id: Identifier
+    erased_on: BusinessDate
+    reason: Text
+
+
+class GuideErased(_MemberFamily):
+    """A guide erased (no appointment in force): as for a member, their key destroyed."""
+
+    event_type: ClassVar[str] = "guide.erased"
+
+    guide_id: Identifier
+    erased_on: BusinessDate
     reason: Text

@@ -178,7 +178,9 @@ def install_problem_handlers(app: FastAPI) -> None:
             Problem(
                 409,
                 "Already taken",
-                str(exc),
+                # Neither the value nor whose it is: a claimed value is personal data (a
+                # student number), and its owner is another person's record.
+                f"this {exc.claim.scope} is already recorded for someone else",
                 rule=f"unique_{exc.claim.scope}",
                 type_=f"/problems/refused/unique_{exc.claim.scope}",
                 errors=[{"field": exc.claim.scope, "reason": "already taken"}],

@@ -82,6 +82,23 @@ class DeadlinesFromEvents:
                 await self._board.replan(own, sorted(members_changed), kinds=["meeting"])
 
 
+class ErasedRecipients:
+    """A member erased (个人信息保护法) is no longer anyone's recipient: their preferences and
+    e-mail address go with their personal data (they left years before; nothing is due)."""
+
+    name = "erased_recipients"
+    event_types = frozenset({"member.erased"})
+
+    def __init__(self, schema: str) -> None:
+        self._s = quote_schema(schema)
+
+    async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
+        erased = [str(getattr(e.payload, "member_id", "")) for e in events]
+        await conn.execute(
+            f"DELETE FROM {self._s}.recipients WHERE recipient_id = ANY($1::text[])", erased
+        )
+
+
 def _unmet(intents: Sequence[Intent], met: set[str]) -> list[Intent]:
     """The intents less a Meet of a deadline already met earlier in the batch (and not
     scheduled again since): it would decide nothing."""
@@ -315,7 +332,7 @@ class DeadlineBoard:
         if deadline.member_id:
             recipients["member"] = [deadline.member_id]
         elif deadline.kind == "meeting" and deadline.branch_id:
-            day = deadline.due_at.astimezone(self._calendar.zone).date()
+            day = self._calendar.day(deadline.due_at)
             recipients["member"] = await self._attendees(conn, deadline.branch_id, group_id, day)
         if deadline.branch_id:
             secretary = await conn.fetchval(

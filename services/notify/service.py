@@ -19,7 +19,12 @@ from services.notify.channels import Channel, EmailChannel, StreamChannel, Webho
 from services.notify.domain.config import NotifyConfig
 from services.notify.domain.deadlines import Calendar
 from services.notify.handlers import NotifyService
-from services.notify.projections import SOURCE_FAMILIES, DeadlineBoard, DeadlinesFromEvents
+from services.notify.projections import (
+    SOURCE_FAMILIES,
+    DeadlineBoard,
+    DeadlinesFromEvents,
+    ErasedRecipients,
+)
 from services.notify.queries import NotifyQueries
 from services.notify.scheduler import ReminderScheduler
 
@@ -104,7 +109,8 @@ DEFINITION = ServiceDefinition(
     ],
     consumes=SOURCE_FAMILIES,
     projections=lambda context: [
-        DeadlinesFromEvents(context.extras["notify"], context.extras["notify_board"])
+        DeadlinesFromEvents(context.extras["notify"], context.extras["notify_board"]),
+        ErasedRecipients(context.schema),
     ],
     routers=[router],
     background=_background,

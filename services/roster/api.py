@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from contracts.ranges import BoundedDate
 from runtime.auth import AccessDenied, Principal, Role
 from runtime.commands import CommandContext
 from runtime.http import Accepted, Command, CurrentPrincipal, Problem, accepted, problem_responses
@@ -30,7 +31,7 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 router = APIRouter(prefix="/v1", responses=problem_responses(401, 403, 422, 503))
 COMMAND_ERRORS = problem_responses(409)
 
-AsOf = Annotated[date | None, Query(description="the date to answer for (default: today)")]
+AsOf = Annotated[BoundedDate | None, Query(description="the date to answer for (default: today)")]
 
 
 def _service(request: Request) -> RosterService:
@@ -107,7 +108,15 @@ async def register_unit(
     if body.kind == "school":
         principal.require_role("university_admin")
     elif body.kind == "branch":
-        principal.require_write(body.unit_id, school_id=body.parent_id)
+        # A school's business: its admin or the university's (a secretary's scope is the branch
+        # they run, not a school they could put a new branch into).
+        if principal.role != "university_admin" and not (
+            principal.role == "school_admin" and body.parent_id in principal.schools
+        ):
+            raise AccessDenied(
+                f"{principal.role} {principal.subject} may not register a branch in school "
+                f"{body.parent_id}: that is for its school's admin or the university's"
+            )
     else:
         parent = await _queries(request).unit_scope(body.parent_id or "")
         principal.require_write(body.parent_id or "", parent.school_id if parent else None)
@@ -361,6 +370,31 @@ async def transfer_out(
     return accepted(result, response, stream=member_stream(member_id))
 
 
+@_member_endpoint(
+    "erasure",
+    "Erase a member who left, once the retention period is over (个人信息保护法): their "
+    "personal data can no longer be read; the record and the scores stay",
+)
+async def erase_member(
+    member_id: str,
+    body: member.EraseMember,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    command: Command,
+) -> Accepted:
+    # A university's decision about its records, not a branch's: a school's admin for their
+    # school, or the university's.
+    scope = await _member_scope(request, member_id)
+    principal.require_role("university_admin", "school_admin")
+    if principal.role == "school_admin" and scope.school_id not in principal.schools:
+        raise AccessDenied(
+            f"school_admin {principal.subject} may not erase member {member_id} of another school"
+        )
+    result = await _service(request).erase_member(member_id, body, command)
+    return accepted(result, response, stream=member_stream(member_id))
+
+
 @_member_endpoint("categories", "Change the cadre, graduating or performance category")
 async def change_category(
     member_id: str,
@@ -517,12 +551,27 @@ async def register_guide(
     return accepted(result, response, id=guide_id, stream=guide_stream(guide_id))
 
 
-@router.get("/guides/{guide_id}", tags=["guides"], summary="A guide and their appointments")
+@router.get(
+    "/guides/{guide_id}",
+    tags=["guides"],
+    summary="A guide and their appointments (those of the branches in your scope)",
+)
 async def get_guide(guide_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     principal.require_role(*GUIDE_READERS)
-    record = await _queries(request).guide(guide_id)
+    queries = _queries(request)
+    record = await queries.guide(guide_id)
     if record is None:
         raise _not_found(f"guide {guide_id}")
+    if not principal.reads_everything:
+        # The guide is the university's; their appointments are the branches': each caller
+        # sees those of the branches in their scope only.
+        shown = []
+        for appointment in record["appointments"]:
+            scope = await queries.unit_scope(appointment["branch_id"])
+            school = scope.school_id if scope is not None else None
+            if principal.covers_branch(appointment["branch_id"], school):
+                shown.append(appointment)
+        record["appointments"] = shown
     return record
 
 
@@ -578,6 +627,28 @@ async def end_guide_appointment(
     return accepted(result, response, stream=guide_stream(guide_id))
 
 
+@router.post(
+    "/guides/{guide_id}/erasure",
+    tags=["guides"],
+    responses=COMMAND_ERRORS,
+    summary="Erase a guide no longer appointed, once the retention period is over: their name "
+    "and phone can no longer be read",
+)
+async def erase_guide(
+    guide_id: str,
+    body: guide.EraseGuide,
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    command: Command,
+) -> Accepted:
+    principal.require_role("university_admin")  # guides are the university's, not a branch's
+    if await _queries(request).guide(guide_id) is None:
+        raise _not_found(f"guide {guide_id}")
+    result = await _service(request).erase_guide(guide_id, body, command)
+    return accepted(result, response, stream=guide_stream(guide_id))
+
+
 @router.get(
     "/branches/{branch_id}/guides",
     tags=["guides"],
@@ -588,7 +659,7 @@ async def branch_guides(
     request: Request,
     principal: CurrentPrincipal,
     as_of: Annotated[
-        date | None, Query(description="only the appointments in force that day")
+        BoundedDate | None, Query(description="only the appointments in force that day")
     ] = None,
 ) -> list[dict[str, Any]]:
     scope = await _branch_scope(request, branch_id)

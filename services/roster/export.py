@@ -8,6 +8,7 @@ import io
 from openpyxl import Workbook
 from openpyxl.styles import Font
 
+from runtime.spreadsheets import append_row, safe_rows
 from services.roster.queries import Archive
 
 LABELS = {
@@ -68,7 +69,8 @@ def to_csv(archive: Archive) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(HEADER)
-    writer.writerows(rows(archive))
+    # Every cell safe: a name like `=HYPERLINK(…)` is text, not a formula (runtime.spreadsheets).
+    writer.writerows(safe_rows(rows(archive)))
     # A BOM so that Excel opens the Chinese text as UTF-8.
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
@@ -78,13 +80,13 @@ def to_xlsx(archive: Archive, title: str) -> bytes:
     sheet = book.active
     assert sheet is not None
     sheet.title = "分类档案"
-    sheet.append([f"{title} — 截至 {archive.as_of.isoformat()} (as of)"])
+    append_row(sheet, [f"{title} — 截至 {archive.as_of.isoformat()} (as of)"])
     sheet["A1"].font = Font(bold=True)
     sheet.append(HEADER)
     for cell in sheet[2]:
         cell.font = Font(bold=True)
     for row in rows(archive):
-        sheet.append(row)
+        append_row(sheet, row)
     sheet.freeze_panes = "A3"
     for column, width in zip(
         "ABCDEFGHIJKL", (14, 14, 10, 12, 14, 12, 10, 10, 12, 14, 14, 12), strict=True
@@ -93,9 +95,10 @@ def to_xlsx(archive: Archive, title: str) -> bytes:
     counts = book.create_sheet("统计 Counts")
     counts.append(COUNT_HEADER)
     for group in archive.groups:
-        counts.append(
+        append_row(
+            counts,
             [label(d, group[d]) for d in ("standing", "cadre", "graduating", "performance")]
-            + [group["count"]]
+            + [group["count"]],
         )
     counts.append([])
     counts.append(["合计 Total", "", "", "", len(archive.rows)])

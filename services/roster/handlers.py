@@ -4,6 +4,7 @@ and appends (runtime.commands); then waits until the read models show the change
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import date, datetime, time
 from typing import Literal
 from uuid import UUID
@@ -19,10 +20,12 @@ from runtime.commands import (
     execute,
 )
 from runtime.eventstore import AppendResult, EventStore, IdempotencyKey, UniqueClaim
+from runtime.personal import PersonalVault, SubjectKey
 from runtime.projection import LocalProjector
 from services.roster.domain import care, election, guide, member, organisation
 from services.roster.domain.policy import RosterPolicy
 from services.roster.domain.voting import BranchRoll
+from services.roster.personal import seal, unseal
 
 
 def unit_stream(unit_id: str) -> str:
@@ -47,6 +50,14 @@ def member_id_of(result: AppendResult) -> str:
     return stream.removeprefix("member-")
 
 
+def subject_of(stream_id: str) -> str | None:
+    """The person whose personal data a stream's events carry (a member's, a guide's)."""
+    for prefix in ("member-", "guide-"):
+        if stream_id.startswith(prefix):
+            return stream_id.removeprefix(prefix)
+    return None
+
+
 class RosterService:
     def __init__(
         self,
@@ -56,12 +67,14 @@ class RosterService:
         policy: RosterPolicy,
         clock: Clock,
         timezone: str,
+        vault: PersonalVault,
     ) -> None:
         self.store = store
         self.projector = projector
         self.policy = policy
         self.clock = clock
         self.zone = ZoneInfo(timezone)
+        self.vault = vault
 
     def today(self) -> date:
         return self.clock().astimezone(self.zone).date()
@@ -77,10 +90,39 @@ class RosterService:
         decide: Callable[[Mapping[str, LoadedStream]], Decision],
         primary: str | None = None,
     ) -> AppendResult:
-        result = await execute(self.store, context, streams, decide, primary=primary)
+        """Run a command with personal data sealed: the domain decides on plain values (the
+        streams it reads are unsealed first), and what it decides is sealed under each
+        person's own key before it is appended."""
+        subjects = [s for s in map(subject_of, streams) if s is not None]
+        keys = await self.vault.keys(subjects, create=True)
+
+        def sealed_decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            plain = {
+                stream_id: _unsealed(stream, keys.get(subject_of(stream_id) or ""))
+                for stream_id, stream in loaded.items()
+            }
+            decision = decide(plain)
+            return Decision(
+                [
+                    replace(change, payload=seal(change.payload, keys[subject]))
+                    if (subject := subject_of(change.stream_id)) in keys
+                    else change
+                    for change in decision.changes
+                ],
+                {
+                    stream_id: [self._claim(claim) for claim in claims]
+                    for stream_id, claims in decision.claims.items()
+                },
+            )
+
+        result = await execute(self.store, context, streams, sealed_decide, primary=primary)
         if self.projector is not None:
             await self.projector.wait_for(result.last_position)
         return result
+
+    def _claim(self, claim: UniqueClaim) -> UniqueClaim:
+        """A unique value is claimed by its keyed hash: uniqueness without the value."""
+        return UniqueClaim(claim.scope, self.vault.blind_index(claim.scope, claim.value))
 
     def _changes(
         self, stream: str, events: Sequence[EventPayload], day: date, branch_id: str | None
@@ -240,6 +282,17 @@ class RosterService:
             context,
             lambda s: member.transfer_out(command, s, member_id),
             lambda: command.transferred_on,
+        )
+
+    async def erase_member(
+        self, member_id: str, command: member.EraseMember, context: CommandContext
+    ) -> AppendResult:
+        """Record the erasure; folding it destroys the member's key (RosterReadModels)."""
+        return await self._member_command(
+            member_id,
+            context,
+            lambda s: member.erase(command, s, member_id, self.policy, self.today()),
+            lambda: command.erased_on,
         )
 
     async def change_category(
@@ -445,6 +498,18 @@ class RosterService:
 
         return await self._run(context, [own], decide)
 
+    async def erase_guide(
+        self, guide_id: str, command: guide.EraseGuide, context: CommandContext
+    ) -> AppendResult:
+        own = guide_stream(guide_id)
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            state = guide.fold(loaded[own].events)
+            events = guide.erase(command, state, guide_id, self.policy.retention_days, self.today())
+            return self._changes(own, events, command.erased_on, None)
+
+        return await self._run(context, [own], decide)
+
 
 def system_context(key: str, causation: UUID, correlation: UUID) -> CommandContext:
     """Commands the roster runs by itself (performance taken from a closed assessment): keyed,
@@ -456,3 +521,9 @@ def system_context(key: str, causation: UUID, correlation: UUID) -> CommandConte
         causation_id=causation,
         correlation_id=correlation,
     )
+
+
+def _unsealed(stream: LoadedStream, key: SubjectKey | None) -> LoadedStream:
+    if key is None or not stream.events:
+        return stream
+    return replace(stream, events=[unseal(e, key) for e in stream.events])

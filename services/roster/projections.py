@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 
 from contracts.catalogue import CATALOGUE
 from contracts.events import (
@@ -14,9 +15,11 @@ from contracts.events import (
     GroupLinkEstablished,
     GuideAppointed,
     GuideAppointmentEnded,
+    GuideErased,
     GuideRegistered,
     MemberConverted,
     MemberEnrolled,
+    MemberErased,
     MemberMoved,
     MemberTransferredOut,
     PairingEnded,
@@ -30,6 +33,13 @@ from contracts.events import (
 from runtime.consumer import IncomingEvent
 from runtime.db import Connection
 from runtime.eventstore.schema import quote_schema
+from runtime.personal import ERASED, PersonalVault, erased_key
+from services.roster.personal import (
+    GUIDE_COLUMNS,
+    PERSONAL_COLUMNS,
+    subject_of_payload,
+    unseal,
+)
 
 TABLES = (
     "units",
@@ -48,18 +58,48 @@ TABLES = (
 
 
 class RosterReadModels:
+    """The read models hold personal data readable (the roster's views show it); they are
+    folded from events whose personal fields are sealed, unsealed here with each person's key —
+    a person erased reads as erased, and `member.erased` blanks what was folded before, so a
+    rebuild after an erasure equals the live tables."""
+
     name = "roster_read_models"
     event_types = CATALOGUE.types_of("member")
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, vault: PersonalVault) -> None:
         self._s = quote_schema(schema)
+        self._vault = vault
 
     async def reset(self, conn: Connection) -> None:
         await conn.execute(f"TRUNCATE {', '.join(f'{self._s}.{t}' for t in TABLES)}")
 
     async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
+        subjects = [s for e in events if (s := subject_of_payload(e.payload))]
+        keys = await self._vault.keys(subjects, conn=conn)
         for event in events:
+            subject = subject_of_payload(event.payload)
+            if subject is not None:
+                key = keys.get(subject) or erased_key(subject)
+                event = replace(event, payload=unseal(event.payload, key))
             await self._apply_one(conn, event)
+
+    async def _blank(
+        self, conn: Connection, columns: dict[str, tuple[str, ...]], key: str, subject: str
+    ) -> None:
+        for table, names in columns.items():
+            sets = ", ".join(
+                f"{name} = CASE WHEN {name} IS NULL THEN NULL ELSE $2 END" for name in names
+            )
+            await conn.execute(
+                f"UPDATE {self._s}.{table} SET {sets} WHERE {key} = $1", subject, ERASED
+            )
+
+    async def _shred(self, conn: Connection, subject: str, stream_id: str) -> None:
+        """The erasure takes effect where it is folded, in the same transaction: the person's
+        key is destroyed and their unique claims (a student number's keyed hash) released. Both
+        are idempotent, so a rebuild folding the erasure again changes nothing."""
+        await self._vault.erase(subject, conn)
+        await conn.execute(f"DELETE FROM {self._s}.unique_claims WHERE stream_id = $1", stream_id)
 
     async def _apply_one(self, conn: Connection, event: IncomingEvent) -> None:
         s, p, position = self._s, event.payload, event.position
@@ -331,6 +371,22 @@ class RosterReadModels:
                     p.ended_on,
                     p.reason,
                 )
+            case MemberErased():
+                await conn.execute(
+                    f"UPDATE {s}.members SET erased_on = $2 WHERE member_id = $1",
+                    p.member_id,
+                    p.erased_on,
+                )
+                await self._blank(conn, PERSONAL_COLUMNS, "member_id", p.member_id)
+                await self._shred(conn, p.member_id, f"member-{p.member_id}")
+            case GuideErased():
+                await conn.execute(
+                    f"UPDATE {s}.guides SET erased_on = $2 WHERE guide_id = $1",
+                    p.guide_id,
+                    p.erased_on,
+                )
+                await self._blank(conn, GUIDE_COLUMNS, "guide_id", p.guide_id)
+                await self._shred(conn, p.guide_id, f"guide-{p.guide_id}")
 
     async def _placement(
         self, conn: Connection, member_id: str, position: int, *values: object

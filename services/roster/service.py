@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtime.logs import get_logger
+from runtime.personal import PersonalVault, load_master_key
 from runtime.service import ServiceContext, ServiceDefinition
 from services.roster.api import router
 from services.roster.domain.policy import RosterPolicy
@@ -15,6 +17,8 @@ from services.roster.handlers import RosterService
 from services.roster.policies import PerformanceFromAssessments
 from services.roster.projections import RosterReadModels
 from services.roster.queries import RosterQueries
+
+log = get_logger("roster")
 
 SHARE = r"^[0-9]{1,6}/[1-9][0-9]{0,5}$"  # a fraction such as 4/5
 
@@ -45,6 +49,12 @@ class RosterSettings(BaseSettings):
     vote_majority: str = Field(
         "1/2", pattern=SHARE, description="… and more than this share of the entitled voting yes"
     )
+    retention_days: int = Field(
+        1826,
+        ge=0,
+        le=36500,
+        description="a member who left may be erased this many days after the transfer",
+    )
 
     def policy(self) -> RosterPolicy:
         month, day = (int(part) for part in self.academic_year_starts.split("-"))
@@ -58,6 +68,7 @@ class RosterSettings(BaseSettings):
             election_majority=_share(self.election_majority),
             vote_quorum=_share(self.vote_quorum),
             vote_majority=_share(self.vote_majority),
+            retention_days=self.retention_days,
         )
 
 
@@ -68,6 +79,26 @@ def _share(text: str) -> Fraction:
     return share
 
 
+def vault(context: ServiceContext) -> PersonalVault:
+    """The keys of the people the roster records (one vault per running service)."""
+    if "personal_vault" not in context.extras:
+        master = load_master_key(
+            Path(context.settings.keys_dir), create=context.settings.create_missing_key
+        )
+        context.extras["personal_vault"] = PersonalVault(context.pool, context.schema, master)
+    found: PersonalVault = context.extras["personal_vault"]
+    return found
+
+
+async def _open_the_vault(context: ServiceContext) -> None:
+    """Refuse to start with a personal-data key that does not fit the kept keys; index the
+    student numbers claimed before they were indexed (runtime.personal)."""
+    await vault(context).check()
+    indexed = await vault(context).index_plain_claims("student_number")
+    if indexed:
+        log.info("student numbers indexed", claims=indexed)
+
+
 def _setup(context: ServiceContext) -> None:
     policy = RosterSettings().policy()
     context.extras["roster"] = RosterService(
@@ -76,6 +107,7 @@ def _setup(context: ServiceContext) -> None:
         policy=policy,
         clock=context.clock,
         timezone=context.settings.timezone,
+        vault=vault(context),
     )
     context.extras["roster_queries"] = RosterQueries(context.pool, context.schema, policy)
 
@@ -87,7 +119,8 @@ DEFINITION = ServiceDefinition(
     "responsibility spaces and agreements, pairings and group links.",
     migrations_dir=Path(__file__).resolve().parent / "migrations",
     setup=_setup,
-    local_projections=lambda context: [RosterReadModels(context.schema)],
+    on_start=_open_the_vault,
+    local_projections=lambda context: [RosterReadModels(context.schema, vault(context))],
     consumes=("score",),
     projections=lambda context: [PerformanceFromAssessments(context.extras["roster"])],
     routers=[router],

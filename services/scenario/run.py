@@ -15,9 +15,10 @@ from services.scenario.load import Clients, LoadFailed, load
 from services.scenario.report import AuditCheck, report
 
 
-def tokens_for(scenario: people.Scenario) -> dict[str, str]:
-    """The people who act in the scenario, with development tokens (the stack's secret)."""
-    authority = token_authority(Settings())
+def tokens_for(scenario: people.Scenario, secret: str | None = None) -> dict[str, str]:
+    """The people who act in the scenario, with tokens signed with the stack's secret (the one
+    `make up` generated and gave the services; PARTY_AUTH_SECRET when none is given)."""
+    authority = token_authority(Settings(auth_secret=secret) if secret else Settings())
     ttl = timedelta(hours=2)
     tokens = {
         "admin": authority.issue("scenario-loader", "university_admin", ttl=ttl),
@@ -44,12 +45,14 @@ def tokens_for(scenario: people.Scenario) -> dict[str, str]:
     return tokens
 
 
-def run_scenario(urls: dict[str, str], console: Console | None = None) -> int:
-    """Load, report; 0 when the audit check passes."""
+def run_scenario(
+    urls: dict[str, str], console: Console | None = None, *, secret: str | None = None
+) -> int:
+    """Load, report; 0 when the audit check passes. `secret` signs the loader's tokens."""
     # Wide enough for the tables when the output goes to a file or a CI log.
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     scenario = people.build()
-    clients = Clients(urls, tokens_for(scenario))
+    clients = Clients(urls, tokens_for(scenario, secret))
     started = time.perf_counter()
     try:
         counts, timings = load(clients, scenario)

@@ -132,8 +132,13 @@ def test_per_service_dirs_hold_one_private_key_and_follow_a_rotation(tmp_path: P
     public = {f"{name}.keys.json" for name in SERVICES}
     for name in SERVICES:
         directory = keys / name
-        assert {p.name for p in directory.iterdir()} == {f"{name}.key", *public}
+        # The roster alone also holds the personal-data key (it seals and erases).
+        personal = {"personal-data.key"} if name == "roster" else set()
+        assert {p.name for p in directory.iterdir()} == {f"{name}.key", *public, *personal}
         assert (directory / f"{name}.key").stat().st_mode & 0o777 == 0o600
+        for key in personal:
+            assert (directory / key).read_bytes() == (keys / key).read_bytes()
+            assert (directory / key).stat().st_mode & 0o777 == 0o600
         assert load_signer(directory / f"{name}.key", name).key_id == (
             load_signer(keys / f"{name}.key", name).key_id
         )
@@ -262,11 +267,19 @@ def test_each_service_mounts_its_own_signing_key_and_every_public_key(overlay: s
         [volume] = [v for v in pod["volumes"] if v["name"] == "keys"]
         sources = volume["projected"]["sources"]
         secrets = [s["secret"] for s in sources if "secret" in s]
+        personal = [
+            {
+                "name": "party-personal-data-key",
+                "items": [{"key": "personal-data-key", "path": "personal-data.key"}],
+            }
+        ]
         assert secrets == [
             {
                 "name": f"party-{name}-signing-key",
                 "items": [{"key": "private-key", "path": f"{name}.key"}],
-            }
+            },
+            # The roster alone holds the personal-data key (it seals and erases).
+            *(personal if name == "roster" else []),
         ]
         assert [s["configMap"]["name"] for s in sources if "configMap" in s] == [
             "party-public-keys"

@@ -27,7 +27,18 @@ WHEN = datetime(2010, 5, 4, 8, tzinfo=UTC)
 async def publish_examples(store: EventStore, client: redis.Redis, prefix: str) -> None:
     for n, (event_type, data) in enumerate(EXAMPLES.items()):
         await store.append(
-            StreamAppend(f"stream-{n}", [NewEvent(event_type, data, WHEN, branch_id="nde-b1")]),
+            StreamAppend(
+                f"stream-{n}",
+                [
+                    NewEvent(
+                        event_type,
+                        data,
+                        WHEN,
+                        branch_id="nde-b1",
+                        schema_version=CATALOGUE.spec(event_type).schema_version,
+                    )
+                ],
+            ),
             metadata=EventMetadata("secretary-b1", "branch_secretary"),
         )
     relay = Relay(store=store, redis_client=client, source="roster", prefix=prefix)

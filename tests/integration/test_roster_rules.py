@@ -180,7 +180,8 @@ CASES: list[tuple[str, str, dict[str, Any], str, str]] = [
         "student number taken",
         {**MEMBER, "branch_id": "nde-b1", "student_number": "20070101"},
         "unique_student_number",
-        "student_number '20070101' is already taken",
+        # … without saying whose (their record) or the number (personal data).
+        "this student_number is already recorded for someone else",
     ),
     (
         "/v1/members",

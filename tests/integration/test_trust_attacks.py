@@ -371,6 +371,7 @@ async def test_an_event_appended_without_the_key_fails_verify_and_counts_nowhere
         **base.canonical_document(),
         "event_id": str(uuid4()),
         "type": "member.disciplined",
+        "schema_version": 1,
         "stream_version": base.stream_version + 1,
         "data": {
             "member_id": "m1",

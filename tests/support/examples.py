@@ -122,6 +122,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "reason": "graduation",
         "letter_valid_until": "2012-09-25",
     },
+    "member.erased": {
+        "member_id": "m-2008301",
+        "erased_on": "2017-06-26",
+        "reason": "five years after the transfer (个人信息保护法)",
+    },
     "responsibility.space_assigned": {
         "member_id": "m-2008301",
         "dormitory": "8-312",
@@ -179,6 +184,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "organisation": "济南军区某部",
         "phone": "0533-2780000",
         "registered_on": "2010-06-01",
+    },
+    "guide.erased": {
+        "guide_id": "guide-1",
+        "erased_on": "2016-07-01",
+        "reason": "five years after the last appointment",
     },
     "guide.appointed": {
         "appointment_id": "ga-1",

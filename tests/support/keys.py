@@ -11,6 +11,7 @@ from functools import cache
 from pathlib import Path
 
 from contracts.catalogue import PRODUCERS
+from runtime.personal import load_master_key
 from runtime.signing import (
     KeyRing,
     Signer,
@@ -32,6 +33,7 @@ def keys_dir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="party-test-keys-"))
     atexit.register(shutil.rmtree, path, True)
     ensure_keys(path, PRODUCERS)
+    load_master_key(path, create=True)  # the roster's personal-data key
     os.environ[ENVIRONMENT_VARIABLE] = str(path)
     return path
 

@@ -118,8 +118,8 @@ def test_cross_field_rules_name_their_field() -> None:
 def test_unknown_type_and_version_are_refused() -> None:
     with pytest.raises(ContractViolation, match=r"unknown event type 'member\.levitated'"):
         CATALOGUE.parse_data("member.levitated", 1, "{}")
-    with pytest.raises(ContractViolation, match="schema_version 2 is not known"):
-        CATALOGUE.parse_data("member.moved", 2, json.dumps(EXAMPLES["member.moved"]))
+    with pytest.raises(ContractViolation, match="schema_version 3 is not known"):
+        CATALOGUE.parse_data("member.moved", 3, json.dumps(EXAMPLES["member.moved"]))
 
 
 # -- upcasting: the worked example -------------------------------------------------------------

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contracts.envelope import EventPayload
-from contracts.events import GuideAppointed, GuideAppointmentEnded, GuideRegistered
+from contracts.events import (
+    GuideAppointed,
+    GuideAppointmentEnded,
+    GuideErased,
+    GuideRegistered,
+)
 from contracts.events.member import GuideKind
-from contracts.types import BusinessDate, Identifier, ShortText, Text
+from contracts.ranges import BoundedDate
+from contracts.types import Identifier, ShortText, Text
 from runtime.decider import CommandRefused
 from services.roster.domain.member import MemberState
 from services.roster.domain.organisation import UnitState
@@ -33,7 +39,7 @@ class RegisterGuide(Command):
     kind: GuideKind
     organisation: ShortText = Field(description="where the guide serves or works")
     phone: ShortText | None = Field(None, pattern=r"^\+?[0-9][0-9 \-]{2,30}$")
-    registered_on: BusinessDate
+    registered_on: BoundedDate
 
 
 class AppointGuide(Command):
@@ -41,8 +47,8 @@ class AppointGuide(Command):
     branch_id: Identifier
     member_ids: list[Identifier] = Field(default_factory=list, max_length=200)
     group_id: Identifier | None = None
-    term_starts_on: BusinessDate
-    term_ends_on: BusinessDate = Field(description="the last day of the term")
+    term_starts_on: BoundedDate
+    term_ends_on: BoundedDate = Field(description="the last day of the term")
 
     @model_validator(mode="after")
     def _whom(self) -> AppointGuide:
@@ -54,7 +60,15 @@ class AppointGuide(Command):
 
 
 class EndAppointment(Command):
-    ended_on: BusinessDate = Field(description="from this day the guide no longer guides them")
+    ended_on: BoundedDate = Field(description="from this day the guide no longer guides them")
+    reason: Text
+
+
+class EraseGuide(Command):
+    """Erase a guide no longer appointed (个人信息保护法): their name and phone can no longer be
+    read."""
+
+    erased_on: BoundedDate
     reason: Text
 
 
@@ -84,6 +98,7 @@ class GuideState:
     guide_id: str
     registered_on: date
     appointments: Mapping[str, Appointment]
+    erased_on: date | None = None
 
 
 def evolve(state: GuideState | None, event: EventPayload) -> GuideState | None:
@@ -107,6 +122,8 @@ def evolve(state: GuideState | None, event: EventPayload) -> GuideState | None:
         ):
             ended = replace(state.appointments[event.appointment_id], ended_on=event.ended_on)
             return replace(state, appointments={**state.appointments, event.appointment_id: ended})
+        case GuideErased() if state is not None:
+            return replace(state, erased_on=event.erased_on)
     return state
 
 
@@ -145,7 +162,36 @@ def register(
 def _require_guide(state: GuideState | None, guide_id: str) -> GuideState:
     if state is None:
         raise CommandRefused("guide_unknown", f"guide {guide_id} is not registered")
+    if state.erased_on is not None:
+        raise CommandRefused(
+            "guide_erased", f"guide {guide_id} was erased on {state.erased_on.isoformat()}"
+        )
     return state
+
+
+def erase(
+    command: EraseGuide, state: GuideState | None, guide_id: str, retention_days: int, today: date
+) -> list[EventPayload]:
+    """Only once the guide's last appointment is over and the retention period after it (or
+    after the registration, for a guide never appointed) has passed."""
+    guide = _require_guide(state, guide_id)
+    if command.erased_on > today:
+        raise CommandRefused(
+            "erased_in_future",
+            f"erased_on {command.erased_on.isoformat()} is in the future",
+            field="erased_on",
+        )
+    last_day = max((a.last_day for a in guide.appointments.values()), default=guide.registered_on)
+    earliest = last_day + timedelta(days=retention_days)
+    if command.erased_on < earliest:
+        raise CommandRefused(
+            "retention_not_over",
+            f"guide {guide_id} was last appointed or registered until {last_day.isoformat()}; "
+            f"they may be erased from {earliest.isoformat()}, after the retention period of "
+            f"{retention_days} days",
+            field="erased_on",
+        )
+    return [GuideErased(guide_id=guide_id, erased_on=command.erased_on, reason=command.reason)]
 
 
 def appoint(

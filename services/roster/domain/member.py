@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,6 +18,7 @@ from contracts.events import (
     MemberConverted,
     MemberDisciplined,
     MemberEnrolled,
+    MemberErased,
     MemberMoved,
     MemberTransferredOut,
     PlaqueIssued,
@@ -26,7 +27,8 @@ from contracts.events import (
     SpaceAssigned,
 )
 from contracts.events.member import DIMENSION_VALUES, MeetingVote, Standing
-from contracts.types import BusinessDate, Identifier, ShortText, Text
+from contracts.ranges import BoundedDate
+from contracts.types import Identifier, ShortText, Text
 from runtime.decider import CommandRefused
 from services.roster.domain.policy import RosterPolicy, add_months
 from services.roster.domain.voting import BranchRoll, VoteCount, count_probation_vote
@@ -47,13 +49,13 @@ class EnrolMember(Command):
     dormitory: ShortText | None = None
     bed: ShortText | None = None
     standing: Standing
-    joined_on: BusinessDate | None = Field(None, description="full members: when they became full")
-    probation_started_on: BusinessDate | None = Field(
+    joined_on: BoundedDate | None = Field(None, description="full members: when they became full")
+    probation_started_on: BoundedDate | None = Field(
         None, description="probationary members: the branch meeting that admitted them"
     )
     cadre_post: ShortText | None = None
-    expected_graduation: BusinessDate
-    enrolled_on: BusinessDate
+    expected_graduation: BoundedDate
+    enrolled_on: BoundedDate
 
 
 class MoveMember(Command):
@@ -64,26 +66,26 @@ class MoveMember(Command):
     company: ShortText | None = None
     dormitory: ShortText | None = None
     bed: ShortText | None = None
-    effective_on: BusinessDate
+    effective_on: BoundedDate
     reason: Text | None = None
 
 
 class TransferOut(Command):
     destination: Text
-    transferred_on: BusinessDate
+    transferred_on: BoundedDate
     reason: Literal["graduation", "other"] = "graduation"
-    letter_valid_until: BusinessDate | None = None
+    letter_valid_until: BoundedDate | None = None
 
 
 class ChangeCategory(Command):
     dimension: Literal["standing", "cadre", "graduating", "performance"]
     value: str
     reason: Text
-    effective_on: BusinessDate
+    effective_on: BoundedDate
 
 
 class ConvertMember(Command):
-    decided_on: BusinessDate
+    decided_on: BoundedDate
     vote: VoteCount | None = Field(
         None, description="the branch general meeting's vote; when given, the roster checks it"
     )
@@ -92,7 +94,7 @@ class ConvertMember(Command):
 class ExtendProbation(Command):
     months: int = Field(ge=1, le=24)
     reason: Text
-    decided_on: BusinessDate
+    decided_on: BoundedDate
     vote: VoteCount | None = Field(
         None, description="the branch general meeting's vote; when given, the roster checks it"
     )
@@ -103,14 +105,14 @@ class AssignSpace(Command):
     class_name: ShortText | None = None
     company: ShortText | None = None
     post_scope: Text | None = None
-    effective_on: BusinessDate
+    effective_on: BoundedDate
 
 
 class SignAgreement(Command):
     agreement_id: Identifier
     academic_year: str = Field(pattern=r"^\d{4}-\d{4}$", examples=["2010-2011"])
-    signed_on: BusinessDate
-    expires_on: BusinessDate | None = Field(None, description="default: one year after signing")
+    signed_on: BoundedDate
+    expires_on: BoundedDate | None = Field(None, description="default: one year after signing")
 
 
 class IssuePlaque(Command):
@@ -118,7 +120,7 @@ class IssuePlaque(Command):
     kind: Literal["dormitory", "bed"]
     dormitory: ShortText
     bed: ShortText | None = None
-    issued_on: BusinessDate
+    issued_on: BoundedDate
 
 
 PARTY_PROBATION_YEARS = (1, 2)  # 留党察看 lasts one or two years
@@ -135,9 +137,9 @@ class Discipline(Command):
     measure: Literal[
         "warning", "serious_warning", "removal_from_post", "probation_within_party", "expulsion"
     ]
-    decided_on: BusinessDate
+    decided_on: BoundedDate
     reason: Text
-    lasts_until: BusinessDate | None = Field(
+    lasts_until: BoundedDate | None = Field(
         None,
         description="留党察看 (probation_within_party) only, and required for it: the day it is "
         "over, one or two years after decided_on",
@@ -161,11 +163,18 @@ class Discipline(Command):
 
 
 class WithdrawPlaque(Command):
-    withdrawn_on: BusinessDate
+    withdrawn_on: BoundedDate
     reason: Text
 
 
 PLACEMENT = ("group_id", "class_name", "company", "dormitory", "bed")
+
+
+class EraseMember(Command):
+    """Erase a member who left (个人信息保护法): their personal data can no longer be read."""
+
+    erased_on: BoundedDate
+    reason: Text
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,7 @@ class MemberState:
     # the branch has converted them, even though 转正 counts from the end of probation).
     full_from: date | None = None
     disciplines: tuple[DisciplineMeasure, ...] = ()
+    erased_on: date | None = None
 
     def active_on(self, day: date) -> bool:
         return self.enrolled_on <= day and (
@@ -291,6 +301,8 @@ def evolve(state: MemberState | None, event: EventPayload) -> MemberState | None
             )
         case MemberTransferredOut():
             return replace(state, transferred_on=event.transferred_on)
+        case MemberErased():
+            return replace(state, erased_on=event.erased_on)
         case AgreementSigned():
             return replace(state, agreement_years=state.agreement_years | {event.academic_year})
         case PlaqueIssued():
@@ -386,6 +398,15 @@ def enrol(
                 field="joined_on",
             )
         probation_ends_on = add_months(command.probation_started_on, policy.probation_months)
+    if command.student_number.lower() in command.member_id.lower():
+        # An id travels everywhere (logs, streams, URLs, other services); a student number
+        # is personal data and may be erased — it must not be part of what cannot be.
+        raise CommandRefused(
+            "member_id_holds_student_number",
+            "member_id must not contain the student number: leave it out for an opaque one",
+            field="member_id",
+            invalid=True,
+        )
     if command.expected_graduation <= command.enrolled_on:
         raise CommandRefused(
             "graduation_before_enrolment",
@@ -463,6 +484,44 @@ def transfer_out(
             letter_valid_until=command.letter_valid_until,
         )
     ]
+
+
+def erase(
+    command: EraseMember,
+    state: MemberState | None,
+    member_id: str,
+    policy: RosterPolicy,
+    today: date,
+) -> list[EventPayload]:
+    """Only a member who left, and only once the retention period after their transfer is
+    over: until then the branch may still need to know who they were."""
+    if state is None:
+        raise CommandRefused("member_unknown", f"member {member_id} is not on the roster")
+    if state.erased_on is not None:
+        raise CommandRefused(
+            "member_erased", f"member {member_id} was erased on {state.erased_on.isoformat()}"
+        )
+    if state.transferred_on is None:
+        raise CommandRefused(
+            "member_not_transferred",
+            f"member {member_id} has not left: only a member transferred out may be erased",
+        )
+    if command.erased_on > today:
+        raise CommandRefused(
+            "erased_in_future",
+            f"erased_on {command.erased_on.isoformat()} is in the future",
+            field="erased_on",
+        )
+    earliest = state.transferred_on + timedelta(days=policy.retention_days)
+    if command.erased_on < earliest:
+        raise CommandRefused(
+            "retention_not_over",
+            f"member {member_id} left on {state.transferred_on.isoformat()}; they may be erased "
+            f"from {earliest.isoformat()}, after the retention period of "
+            f"{policy.retention_days} days",
+            field="erased_on",
+        )
+    return [MemberErased(member_id=member_id, erased_on=command.erased_on, reason=command.reason)]
 
 
 def change_category(

@@ -26,6 +26,9 @@ class RosterPolicy:
     # those entitled present, and MORE than this share of those entitled voting yes.
     vote_quorum: Fraction = Fraction(1, 2)
     vote_majority: Fraction = Fraction(1, 2)
+    # 个人信息保护法: how long a member who left (or a guide no longer appointed) is kept
+    # readable before they may be erased (five years by default).
+    retention_days: int = 1826
 
     def academic_year_start(self, day: date) -> date:
         """The first day of the academic year `day` falls in."""
