@@ -2,7 +2,7 @@
 
     partyctl verify [--checkpoints FILE]             # every hash chain, with its witnesses
     partyctl checkpoints export --out FILE           # every checkpoint, for keeping offline
-    partyctl ledger m20081004 [--period 2010] [--as-of 2010-12-01] [--known-at …]
+    partyctl ledger m-8aea84b3ed37 [--period 2010] [--as-of 2010-12-01] [--known-at …]
                                                      [--csv | --xlsx FILE]
     partyctl table nde-b1 --period 2010 [--as-of …] [--known-at …] [--csv]
     partyctl replay scoring --compare                # rebuild from the archive, compare with live
