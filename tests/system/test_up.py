@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import redis
 
 from tests.system.conftest import (
     PARTYCTL,
@@ -202,6 +203,22 @@ def test_up_starts_private_servers_when_none_answer_and_down_removes_them(
         assert f"nothing answers on port {redis_port}: starting a private Redis" in started.stdout
         assert stack("status").returncode == 0
         assert (run_dir / "postgres" / "PG_VERSION").exists()
+        # Credentials: in a file only its owner reads; a random token secret of ≥ 32 bytes.
+        credentials = run_dir / "credentials.json"
+        assert credentials.stat().st_mode & 0o777 == 0o600
+        kept = json.loads(credentials.read_text())
+        assert len(kept["auth_secret"].encode()) >= 32
+        # The private PostgreSQL asks everyone for a password (scram-sha-256, not trust) …
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            asyncio.run(asyncpg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"))
+        admin = kept["postgres_admin"]
+        dsn = f"postgresql://postgres:{admin['password']}@127.0.0.1:{pg_port}/postgres"
+        assert asyncio.run(_fetch(dsn, "SHOW password_encryption")) == "scram-sha-256"
+        # … and the private Redis has no default user left to connect as.
+        anonymous = redis.Redis(port=redis_port)
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            anonymous.ping()
+        anonymous.close()
     finally:
         stopped = stack("down", "--purge")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -211,6 +228,14 @@ def test_up_starts_private_servers_when_none_answer_and_down_removes_them(
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
     assert not (run_dir / "postgres").exists()
+
+
+async def _fetch(dsn: str, query: str) -> object:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(query)
+    finally:
+        await conn.close()
 
 
 def test_without_server_binaries_up_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
