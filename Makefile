@@ -34,8 +34,9 @@ lint: $(STAMP)
 	$(BIN)/mypy .
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
-	$(BIN)/python -m tests.bench.targets
+bench: $(STAMP)  ## the targets beside the peer library and the machine's limits (`ARGS=--quick`)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+	$(BIN)/python -m tests.bench.targets $(ARGS)
 
 contracts: $(STAMP)  ## regenerate JSON Schema, AsyncAPI and OpenAPI documents
 	$(BIN)/party contracts

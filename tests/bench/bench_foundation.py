@@ -41,7 +41,7 @@ from tests.support.tally import AttendanceTally, attendance_event, sheet
 SOURCE = "activities"
 
 ADMIN_URL = os.environ.get("PARTY_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("PARTY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("PARTY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")  # not db 0
 METADATA = EventMetadata("bench", "branch_secretary")
 
 rows: list[tuple[str, str, str]] = []

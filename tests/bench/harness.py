@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import math
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -30,7 +31,9 @@ import yaml
 from tests.support.processes import NAMES, ServiceProcesses, bearer
 
 ADMIN_URL = os.environ.get("PARTY_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("PARTY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: A Redis database of the benchmarks' own (and a stream prefix of their own in it): never the
+#: database 0 that `make run` and the stack use, unless PARTY_BENCH_REDIS_URL says so.
+REDIS_URL = os.environ.get("PARTY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 NOTIFY_CONFIG = Path(__file__).resolve().parents[2] / "services" / "notify" / "notify.yaml"
 
 SCHOOL = "bsch"
@@ -253,6 +256,23 @@ class World:
                 say(f"    (not settled after {within:.0f} s; still to apply: {behind})")
                 return False
             await asyncio.sleep(0.5)
+
+
+def machine_facts() -> str:
+    """The host, its cores, CPU model and memory."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f", {int(line.split()[1]) / 1024**2:.1f} GiB"
+                break
+    return f"host {platform.node()}, {os.cpu_count()} cores ({model}){memory}"
 
 
 async def server_facts() -> str:

@@ -3,15 +3,30 @@ the four services as processes (`party serve NAME`), PostgreSQL (fsync on), Redi
 load generator, over loopback.
 
     .venv/bin/python -m tests.bench.targets [--quick] [--events 1000000] [--bulk-seconds 600]
-        [--wait 600] [--meeting-reminders] [--no-scoring] [--keep-logs] [--profile DIR]
+        [--wait 600] [--meeting-reminders] [--no-scoring] [--no-peer] [--no-machine]
+        [--keep-logs] [--profile DIR]
 
-Each figure is printed as it is measured, then a table: figure | target | measured | pass/fail.
-A private database and stream prefix are created and removed afterwards, even on failure. The
-scoring consumption and replay figures come from tests.bench.bench_scoring (in-process, on a
-database of their own); everything else goes through the services' HTTP APIs.
+Each figure is printed as it is measured, then a table: figure | target | measured | peer (same
+run) | limit (same run) | ratio to peer | ratio to limit | pass/fail, under the run's date and
+the machine's facts. Private databases, a Redis database of their own (db 15 unless
+PARTY_BENCH_REDIS_URL says otherwise) and a stream prefix of their own are used and removed
+afterwards, even on failure. The scoring consumption and replay figures come from
+tests.bench.bench_scoring (in-process, on a database of their own); everything else goes
+through the services' HTTP APIs. The services sign every commit and check every entry's
+signature, as they do in production.
 
-Phases, in this order (consumers are let catch up between them, for a bounded time, so that
-one phase's backlog does not weigh on the next one's figures; when they cannot, a note says so):
+Before the project's phases, on the quiet machine, the references every figure is set against
+(tests.bench.references says which against which):
+
+* the peer: the `eventsourcing` library with PostgreSQL (tests.bench.peer; the optional `bench`
+  dependency group, which `make bench` installs): commands, batch append, aggregate read and
+  subscription;
+* the limits: raw asyncpg INSERT, executemany and keyset read rates, and redis-py XADD and
+  XREAD rates (tests.bench.machine).
+
+Then the project's phases, in this order (consumers are let catch up between them, for a
+bounded time, so that one phase's backlog does not weigh on the next one's figures; when they
+cannot, a note says so):
 
 1. organisation: a school, a load branch of 100 members, a reads branch of 50, a regulation
    version with a period for this year;
@@ -36,6 +51,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import platform
 import shutil
@@ -45,15 +61,15 @@ import traceback
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 import uvloop
 
-from tests.bench import bench_scoring
+from tests.bench import bench_scoring, machine
 from tests.bench.harness import (
     LOAD_BRANCH,
     READS_BRANCH,
@@ -63,6 +79,7 @@ from tests.bench.harness import (
     backlog,
     cpu_use,
     in_parallel,
+    machine_facts,
     members_of,
     organisation,
     percentile,
@@ -73,7 +90,11 @@ from tests.bench.harness import (
     sheet_body,
     world,
 )
+from tests.bench.references import NONE, Comparison, References
 from tests.support.processes import NAMES
+
+if TYPE_CHECKING:
+    from tests.bench.peer import PeerFigures
 
 say = functools.partial(print, flush=True)
 
@@ -130,19 +151,41 @@ class Row:
     figure: str
     target: str
     measured: str
-    passed: bool | None  # None: not measured
+    passed: bool | None  # None: not measured (or, with `informative`, no target)
     hint: str = ""
+    key: str = ""  # what the figure is set against (tests.bench.references)
+    value: float = math.nan  # the rate, or the p99 in seconds, compared with the references
+    rows: int = 0  # for reads: the events folded
+    informative: bool = False  # a figure without a target of its own
+    comparison: Comparison = field(default_factory=Comparison)
+
+
+def verdict(row: Row, table: bool = False) -> str:
+    if row.informative and row.passed is None:
+        return NONE
+    return {True: "pass", False: "**fail**" if table else "FAIL", None: "not measured"}[row.passed]
 
 
 class Report:
-    def __init__(self) -> None:
+    def __init__(self, references: References | None = None) -> None:
         self.rows: list[Row] = []
         self.notes: list[str] = [CLIENT_NOTE]
+        self.references = references or References(None, None)
 
     def add(self, row: Row) -> None:
+        if row.key and not math.isnan(row.value):
+            row.comparison = c = self.references.compare(row.key, row.value, row.rows)
+            if c.relative_target:
+                row.target = f"{row.target}; {c.relative_target}"
+                if c.relative_met is False and row.passed:
+                    row.passed = False
         self.rows.append(row)
-        verdict = {True: "pass", False: "FAIL", None: "not measured"}[row.passed]
-        say(f"  {row.figure}: {row.measured} (target {row.target}) — {verdict}")
+        c = row.comparison
+        against = f"; peer {c.peer} ({c.peer_ratio}), limit {c.limit} ({c.limit_ratio})"
+        say(
+            f"  {row.figure}: {row.measured} (target {row.target}) — {verdict(row)}"
+            + (against if row.key else "")
+        )
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -153,10 +196,17 @@ class Report:
         traceback.print_exception(error)
 
     def table(self) -> str:
-        lines = ["| figure | target | measured | pass/fail |", "|---|---|---|---|"]
+        lines = [
+            "| figure | target | measured | peer (same run) | limit (same run) | ratio to peer "
+            "| ratio to limit | pass/fail |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for row in self.rows:
-            verdict = {True: "pass", False: "**fail**", None: "not measured"}[row.passed]
-            lines.append(f"| {row.figure} | {row.target} | {row.measured} | {verdict} |")
+            c = row.comparison
+            lines.append(
+                f"| {row.figure} | {row.target} | {row.measured} | {c.peer} | {c.limit} "
+                f"| {c.peer_ratio} | {c.limit_ratio} | {verdict(row, table=True)} |"
+            )
         return "\n".join(lines)
 
 
@@ -403,6 +453,8 @@ async def single_event_commands(
             + (f", {refused} not 201: {dict(statuses)}" if refused else ""),
             rate >= 1500 and p99 <= 0.050 and not refused,
             HINTS["single"],
+            key="single",
+            value=rate,
         )
     )
     report.note(
@@ -540,6 +592,8 @@ async def relay_lag(
             + ("" if set(statuses) == {200} else f"; answers {dict(statuses)}"),
             p99 <= 0.020 and missing == 0 and appended > 0,
             HINTS["relay"],
+            key="relay",
+            value=p99,
         )
     )
     report.note(
@@ -613,6 +667,8 @@ async def accepted_to_visible(
             + ("" if set(statuses) == {200} else f"; answers {dict(statuses)}"),
             p99 <= 0.150 and bool(accepted),
             HINTS["visible"],
+            key="visible",
+            value=p99,
         )
     )
     report.note(
@@ -672,6 +728,8 @@ async def sheets_of_100(
             + ("" if set(statuses) == {200} else f"; answers {dict(statuses)}"),
             rate >= 20_000,
             HINTS["sheets"],
+            key="sheets",
+            value=rate,
         )
     )
 
@@ -794,10 +852,18 @@ async def memory_after_bulk(w: World, plan: Plan, events: int, report: Report) -
             name: (progress[name]["inbox"] - before[name]["inbox"]) / waited
             for name in ("scoring", "notify", "roster")
         }
-        report.note(
-            "consumers after the load had stopped: "
-            + ", ".join(f"{name} applied {rate:,.0f} events/s" for name, rate in rates.items())
-        )
+        for name, rate in rates.items():
+            report.add(
+                Row(
+                    f"{name} consuming its backlog once the load had stopped",
+                    NONE,
+                    f"{rate:,.0f} events/s applied over {waited:.0f} s",
+                    None,
+                    key="consumer",
+                    value=rate,
+                    informative=True,
+                )
+            )
     for name in NAMES:
         rss, peak = read_rss(w.pid(name))
         applied_total = progress[name]["inbox"]
@@ -838,10 +904,54 @@ def loadavg() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+async def measure_references(
+    *, quick: bool, peer: bool, limits: bool
+) -> tuple[References, list[str]]:
+    """The peer's figures and the machine's limits, before anything of the project runs; what
+    could not be measured is said, and the figures go on without that column."""
+    notes: list[str] = []
+    peer_figures: PeerFigures | None = None
+    machine_figures: machine.MachineFigures | None = None
+    if peer:
+        say("  the peer (eventsourcing with PostgreSQL, tests.bench.peer) …")
+        try:
+            from tests.bench import peer as peer_bench
+        except ImportError as error:
+            notes.append(
+                f"the peer was not measured: {error} (its pinned version is the optional "
+                "`bench` dependency group: pip install -e '.[bench]', which `make bench` does)"
+            )
+        else:
+            try:
+                peer_figures = await peer_bench.measure(
+                    peer_bench.QUICK_PEER if quick else peer_bench.PeerPlan(), say=say
+                )
+            except Exception as error:
+                traceback.print_exception(error)
+                notes.append(f"the peer could not be measured: {type(error).__name__}: {error}")
+    if limits:
+        say("  the machine's limits (asyncpg, redis-py: tests.bench.machine) …")
+        try:
+            machine_figures = await machine.measure(
+                machine.QUICK_MACHINE if quick else machine.MachinePlan(), say=say
+            )
+        except Exception as error:
+            traceback.print_exception(error)
+            notes.append(f"the limits could not be measured: {type(error).__name__}: {error}")
+    references = References(peer_figures, machine_figures)
+    return references, [*notes, *references.lines()]
+
+
 async def run(
-    plan: Plan, *, meeting_reminders: bool, scoring: bool, keep_logs: bool, profile: Path | None
+    plan: Plan,
+    *,
+    meeting_reminders: bool,
+    scoring: bool,
+    keep_logs: bool,
+    profile: Path | None,
+    references: References | None = None,
 ) -> Report:
-    report = Report()
+    report = Report(references)
     profiler = Profiler(profile)
     year = scoring_year()
     activities = Activities(members_of(LOAD_BRANCH, 100))
@@ -868,9 +978,13 @@ async def run(
             member = await reads_fixture(w, plan, year)
             await settled(w, plan, report)
             ledger, table = await measure_reads(w, plan, year, member, report, plan.reads)
-            for figure, timings in (
-                (f"a member's ledger of {plan.ledger_lines:,} lines", ledger),
-                ("a branch table of 50 members", table),
+            # The lines each read folds (reads_fixture: the others at one activity in five).
+            in_table = plan.ledger_lines + sum(
+                (i + n) % 5 == 0 for n in range(plan.ledger_lines) for i in range(49)
+            )
+            for figure, timings, lines in (
+                (f"a member's ledger of {plan.ledger_lines:,} lines", ledger, plan.ledger_lines),
+                ("a branch table of 50 members", table, in_table),
             ):
                 p50, p99 = percentile(timings, 0.5), percentile(timings, 0.99)
                 report.add(
@@ -880,6 +994,9 @@ async def run(
                         f"p50 {ms(p50)}, p99 {ms(p99)}",
                         p99 <= 0.020,
                         HINTS["reads"],
+                        key="read",
+                        value=p99,
+                        rows=lines,
                     )
                 )
 
@@ -953,6 +1070,8 @@ async def run(
                     f"batches of 1,000; {figures.ledger_events:,} ledger events)",
                     figures.live_rate >= 30_000,
                     HINTS["scoring_live"],
+                    key="scoring_live",
+                    value=figures.live_rate,
                 )
             )
             report.add(
@@ -962,6 +1081,8 @@ async def run(
                     f"{figures.replay_rate:,.0f} events/s ({figures.replay_rows:,} member-periods)",
                     figures.replay_rate >= 100_000,
                     HINTS["scoring_replay"],
+                    key="scoring_replay",
+                    value=figures.replay_rate,
                 )
             )
 
@@ -997,6 +1118,12 @@ def parse() -> argparse.Namespace:
     parser.add_argument(
         "--no-scoring", action="store_true", help="leave out the in-process scoring figures"
     )
+    parser.add_argument(
+        "--no-peer", action="store_true", help="leave out the peer library's figures"
+    )
+    parser.add_argument(
+        "--no-machine", action="store_true", help="leave out the machine's raw limits"
+    )
     return parser.parse_args()
 
 
@@ -1010,27 +1137,35 @@ async def main() -> None:
     if args.bulk_seconds is not None:
         plan = replace(plan, bulk_seconds=args.bulk_seconds)
     header = (
-        f"party-members performance targets — {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, "
-        f"host {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        f"party-members performance targets — {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
         + (" (--quick: sizes shrunk, not the targets' conditions)" if args.quick else "")
     )
     if args.profile:
         header += " (profiled with py-spy: figures distorted)"
-    header += f"\n{await server_facts()}"
+    header += (
+        f"\nmachine: {machine_facts()}, Python {platform.python_version()}"
+        f"\n{await server_facts()}; the services sign every commit and check every signature"
+    )
     say(header)
+    references, reference_notes = await measure_references(
+        quick=args.quick, peer=not args.no_peer, limits=not args.no_machine
+    )
+    if references.peer:
+        header += f"\npeer: eventsourcing {references.peer.version} (PostgreSQL, psycopg 3)"
     report = await run(
         plan,
         meeting_reminders=args.meeting_reminders,
         scoring=not args.no_scoring,
         keep_logs=args.keep_logs,
         profile=args.profile,
+        references=references,
     )
     say()
     say(header)
     say()
     say(report.table())
     say()
-    for note in report.notes:
+    for note in [*reference_notes, *report.notes]:
         say(f"- {note}")
     missed = [row for row in report.rows if row.passed is False and row.hint]
     if missed:
