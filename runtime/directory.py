@@ -292,6 +292,30 @@ class Directory:
         records = [_record(r["record"]) for r in rows]
         return [r for r in records if on is None or r.active_on(on)]
 
+    async def active_member_ids(
+        self, branch_id: str, on: date, among: Iterable[str] | None = None
+    ) -> frozenset[str]:
+        """The ids of the branch's members active on the date (of `among` only, when given),
+        from the table's columns: no member's record is read."""
+        rows = await self._pool.fetch(
+            f"SELECT member_id FROM {self._s}.directory_members WHERE branch_id = $1 "
+            "AND enrolled_on <= $2 AND (transferred_on IS NULL OR transferred_on > $2) "
+            "AND ($3::text[] IS NULL OR member_id = ANY($3::text[]))",
+            branch_id,
+            on,
+            list(among) if among is not None else None,
+        )
+        return frozenset(r["member_id"] for r in rows)
+
+    async def units_by_id(self, unit_ids: Iterable[str]) -> dict[str, Unit]:
+        """Several units in one round trip (absent ones are left out)."""
+        rows = await self._pool.fetch(
+            f"SELECT unit_id, kind, name, parent_id, branch_kind FROM {self._s}.directory_units "
+            "WHERE unit_id = ANY($1::text[])",
+            list(dict.fromkeys(unit_ids)),
+        )
+        return {r["unit_id"]: Unit(**dict(r)) for r in rows}
+
     async def unit(self, unit_id: str) -> Unit | None:
         row = await self._pool.fetchrow(
             f"SELECT unit_id, kind, name, parent_id, branch_kind FROM {self._s}.directory_units "

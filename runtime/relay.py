@@ -56,6 +56,29 @@ def catalogue_family(event_type: str) -> str | None:
     return CATALOGUE.family_of(event_type) if event_type in CATALOGUE else None
 
 
+#: XADD each entry of a batch to the log stream (KEYS[1]) and, when it has one, to its family
+#: stream (KEYS[n]); ARGV: the approximate MAXLEN, then for each entry its family's KEYS index
+#: (0: none), how many field and value strings follow, and those.
+PUBLISH_SCRIPT = """
+local maxlen = ARGV[1]
+local i = 2
+while i <= #ARGV do
+    local family = tonumber(ARGV[i])
+    local n = tonumber(ARGV[i + 1])
+    local fields = {}
+    for j = 1, n do
+        fields[j] = ARGV[i + 1 + j]
+    end
+    i = i + 2 + n
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    if family > 0 then
+        redis.call('XADD', KEYS[family], 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    end
+end
+return 1
+"""
+
+
 def watermark_key(prefix: str, source: str) -> str:
     return f"{prefix}:relay:{source}"
 
@@ -159,10 +182,13 @@ class Relay:
             await pipe.watch(self._watermark)
             raw = await pipe.get(self._watermark)
             on_redis = int(raw) if raw is not None else 0
-            head, _ = await self._store.head()
+            # The head and the next events in one round trip; read again only after a repair.
+            first: list[RecordedEvent] | None
+            head, first = await self._store.head_and_next(on_redis, self._batch_size)
             streamed = await self._last_streamed() if on_redis else 0
             if on_redis > head or (streamed is not None and on_redis > streamed):
                 on_redis = await self._repair_watermark(on_redis, head, streamed)
+                first = None
             else:
                 RELAY_WATERMARK_AHEAD.labels(self._source).set(0)
             if on_redis < self._recorded:
@@ -172,13 +198,17 @@ class Relay:
                     redis_position=on_redis,
                     relayed_position=self._recorded,
                 )
-            events = await self._next_batch(on_redis)
+            events = await self._next_batch(on_redis, first)
             if not events:
                 await pipe.unwatch()  # type: ignore[no-untyped-call]
                 RELAY_BEHIND.labels(self._source).set(max(0, head - on_redis))
                 await self._record(on_redis)
                 return 0
             pipe.multi()  # type: ignore[no-untyped-call]
+            # Every entry of the batch in one script call (one command to pack, one reply to
+            # read, rather than two of each per event), in the same MULTI/EXEC as the watermark.
+            families: dict[str, int] = {}  # family stream → its KEYS index in the script
+            args: list[Any] = [self._maxlen]
             for event in events:
                 fields = encode_entry(
                     event_type=event.type,
@@ -191,20 +221,15 @@ class Relay:
                     signature=event.signature,
                     key_id=event.key_id,
                 )
-                pipe.xadd(
-                    self._log_stream,
-                    fields,  # type: ignore[arg-type]
-                    maxlen=self._maxlen,
-                    approximate=True,
-                )
                 family = self._family_of(event.type)
+                index = 0
                 if family is not None:
-                    pipe.xadd(
-                        stream_key(self._prefix, family),
-                        fields,  # type: ignore[arg-type]
-                        maxlen=self._maxlen,
-                        approximate=True,
-                    )
+                    index = families.setdefault(stream_key(self._prefix, family), len(families) + 2)
+                args += [index, 2 * len(fields)]
+                for name, value in fields.items():
+                    args += [name, value]
+            keys = [self._log_stream, *families]
+            pipe.eval(PUBLISH_SCRIPT, len(keys), *keys, *args)
             pipe.set(self._watermark, events[-1].position)
             await pipe.execute()
         published_at = self._clock()
@@ -215,10 +240,17 @@ class Relay:
         await self._record(events[-1].position)
         return len(events)
 
-    async def _next_batch(self, after: int) -> list[RecordedEvent]:
+    async def _next_batch(
+        self, after: int, first: list[RecordedEvent] | None = None
+    ) -> list[RecordedEvent]:
         """The events after `after`, up to the last signed one among the next `batch_size`
-        (further, when none of them is signed: a commit larger than a batch)."""
-        events = await self._store.read_all(after_position=after, limit=self._batch_size)
+        (further, when none of them is signed: a commit larger than a batch); `first`: the
+        next `batch_size` already read."""
+        events = (
+            first
+            if first is not None
+            else await self._store.read_all(after_position=after, limit=self._batch_size)
+        )
         if not events or self._store.signer is None:
             return events
         while True:

@@ -24,6 +24,7 @@ from runtime.auth import TokenAuthority
 from runtime.clock import Clock, utc_now
 from runtime.consumer import ConsumerOptions, EventConsumer, Projection, Projector
 from runtime.consumer.records import HttpRecord, ProducerRecord
+from runtime.db import create_pool
 from runtime.directory import DIRECTORY_MIGRATIONS, Directory, MemberDirectory
 from runtime.eventstore import (
     EVENT_STORE_MIGRATIONS,
@@ -229,14 +230,12 @@ async def connect_database(settings: Settings, *, attempts: int = 30) -> asyncpg
     for attempt in range(1, attempts + 1):
         try:
             await ensure_database(settings.database_url)
-            pool = await asyncpg.create_pool(
+            return await create_pool(  # reset on release only as far as needed
                 settings.database_url,
                 min_size=1,
                 max_size=settings.db_pool_size,
                 command_timeout=60,
             )
-            assert pool is not None
-            return pool
         except (OSError, asyncpg.CannotConnectNowError) as error:
             if attempt == attempts:
                 raise

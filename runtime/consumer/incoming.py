@@ -16,7 +16,7 @@ from contracts.canonical import envelope_hash
 from contracts.catalogue import CATALOGUE, Catalogue
 from contracts.envelope import Envelope, EventPayload
 from contracts.errors import ContractViolation, FieldError
-from contracts.wire import decode_entry
+from contracts.wire import MAX_ENTRY_BYTES, WireEntry, decode_entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +113,50 @@ def chain_link(fields: Mapping[Any, Any]) -> ChainLink:
     )
 
 
+_ROUTING = (b"type", b"event_id", b"branch_id", b"schema_version", b"source", b"position")
+
+
+def _fast_entry(fields: Mapping[Any, Any]) -> WireEntry | None:
+    """The routing fields of an entry as Redis returns them (bytes keys and values, every
+    field there and well formed), read without the general decoder's detours; None for
+    anything else, which `decode_entry` then reads or refuses with its reasons."""
+    try:
+        event_type, event_id, branch_id, schema_version, source, position = (
+            fields[name] for name in _ROUTING
+        )
+        envelope = fields[b"envelope"]
+    except (KeyError, TypeError):
+        return None
+    signature = fields.get(b"signature")
+    key_id = fields.get(b"key_id")
+    if signature and key_id is None:
+        return None
+    size = 0
+    for name, value in fields.items():
+        if not isinstance(value, bytes) or not isinstance(name, bytes):
+            return None
+        size += len(name) + len(value)
+    if size > MAX_ENTRY_BYTES:
+        return None
+    try:
+        return WireEntry(
+            type=event_type.decode(),
+            event_id=UUID(event_id.decode()),
+            branch_id=branch_id.decode() or None,
+            schema_version=int(schema_version.decode()),
+            source=source.decode(),
+            position=int(position.decode()),
+            envelope=envelope,
+            signature=signature.decode() or None if signature else None,
+            key_id=key_id.decode() or None if signature and key_id else None,
+        )
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 def parse_entry(fields: Mapping[Any, Any], catalogue: Catalogue = CATALOGUE) -> IncomingEvent:
     """Decode and validate one stream entry; raise ContractViolation naming what is wrong."""
-    entry = decode_entry(fields)
+    entry = _fast_entry(fields) or decode_entry(fields)
     catalogue.spec(entry.type)  # an unknown type is refused before its envelope is read
     event = parse_envelope_bytes(
         entry.envelope, entry.source, entry.position, entry.signature, entry.key_id, catalogue

@@ -246,18 +246,23 @@ class Projector:
         return inserted is not None
 
     async def _advance(self, conn: Connection, source: str) -> None:
-        row = await conn.fetchrow(
-            f"SELECT position, hash FROM {self._s}.producer_cursors WHERE source = $1", source
-        )
-        position, last_hash = (row["position"], row["hash"]) if row else (0, GENESIS_HASH)
-        start = position
-        for entry in await conn.fetch(
-            f"SELECT position, hash, prev_hash FROM {self._s}.inbox WHERE source = $1 "
-            "AND position > $2 ORDER BY position LIMIT $3",
+        # The cursor and the inbox rows after it, in one round trip.
+        rows = await conn.fetch(
+            f"SELECT c.position AS cursor_position, c.hash AS cursor_hash, i.position, i.hash, "
+            f"i.prev_hash FROM (SELECT coalesce(max(p.position), 0) AS position, max(p.hash) "
+            f"AS hash FROM {self._s}.producer_cursors p WHERE p.source = $1) AS c "
+            f"LEFT JOIN LATERAL (SELECT position, hash, prev_hash FROM {self._s}.inbox "
+            "WHERE source = $1 AND position > c.position ORDER BY position LIMIT $2) AS i "
+            "ON true ORDER BY i.position",
             source,
-            position,
             CURSOR_WALK,
-        ):
+        )
+        position: int = rows[0]["cursor_position"]
+        last_hash: str = rows[0]["cursor_hash"] or GENESIS_HASH
+        start = position
+        for entry in rows:
+            if entry["position"] is None:
+                break  # nothing in the inbox after the cursor
             if entry["position"] != position + 1:
                 break
             if entry["prev_hash"] is not None and entry["prev_hash"] != last_hash:

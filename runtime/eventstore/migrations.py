@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from runtime.db import Connection
+from runtime.db import Connection, mark_session_state
 from runtime.eventstore.schema import quote_schema
 
 EVENT_STORE_MIGRATIONS = Path(__file__).resolve().parent / "sql"
@@ -42,6 +42,7 @@ async def migrate(conn: Connection, schema: str, migrations: list[Migration]) ->
     """Apply the migrations not yet applied to `schema`; return the ids applied now."""
     quoted = quote_schema(schema)
     applied_now: list[str] = []
+    mark_session_state(conn)  # a session lock, and whatever the migrations' SQL sets
     await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrate:{schema}")
     try:
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")

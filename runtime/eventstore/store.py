@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -65,6 +65,10 @@ EVENT_COLUMNS = (
     "key_id",
 )
 SELECT_EVENTS = ", ".join(c if c != "data" else "data::text AS data" for c in EVENT_COLUMNS)
+#: The same, of the log aliased `e` (in a join).
+SELECT_E_EVENTS = ", ".join(
+    f"e.{c}" if c != "data" else "e.data::text AS data" for c in EVENT_COLUMNS
+)
 
 
 def notify_channel(schema: str) -> str:
@@ -203,17 +207,9 @@ class EventStore:
             assert head is not None, "chain_head row missing: run the migrations"
             if self.signer is not None:
                 await self._check_head(conn, head["position"], head["hash"])
-            keys = [p.idempotency.key for p in batch if p.idempotency]
-            known_keys: dict[str, tuple[str, str]] = {}
-            if keys:
-                for row in await conn.fetch(
-                    f"SELECT key, fingerprint, result::text AS result "
-                    f"FROM {s}.idempotency_keys WHERE key = ANY($1::text[])",
-                    keys,
-                ):
-                    known_keys[row["key"]] = (row["fingerprint"], row["result"])
-            versions = await self._current_versions(conn, batch)
-            owners = await self._claim_owners(conn, batch)
+            # Under the lock, what the checks need in one round trip: the keys seen before,
+            # each stream's version, the owners of the values claimed.
+            known_keys, versions, owners = await self._under_lock(conn, batch)
 
             position: int = head["position"]
             prev_hash: str = head["hash"]
@@ -311,29 +307,20 @@ class EventStore:
                     last[-1] = self.signer.key_id
                     event_rows[-1] = tuple(last)
                     self._trusted_heads = {(position, prev_hash)}
-                columns = list(zip(*event_rows, strict=True))
-                await conn.execute(
-                    f"SELECT {s}.append_log($1::bigint[], $2::uuid[], $3::text[], "
-                    "$4::integer[], $5::text[], $6::integer[], $7::text[], $8::timestamptz[], "
-                    "$9::timestamptz[], $10::text[], $11::text[], $12::uuid[], $13::uuid[], "
-                    "$14::jsonb[], $15::text[], $16::text[], $17::text[], $18::text[])",
-                    *[list(column) for column in columns],
-                )
-                await conn.execute(
-                    "SELECT pg_notify($1, $2)", notify_channel(self.schema), str(position)
-                )
-            if key_rows:
-                await conn.executemany(
-                    f"INSERT INTO {s}.idempotency_keys (key, fingerprint, result, recorded_at) "
-                    "VALUES ($1, $2, $3::jsonb, $4)",
-                    key_rows,
-                )
-            if claim_rows:
-                await conn.executemany(
-                    f"INSERT INTO {s}.unique_claims (scope, value, stream_id, claimed_at) "
-                    "VALUES ($1, $2, $3, $4)",
-                    claim_rows,
-                )
+                await self._write(conn, event_rows, key_rows, claim_rows, position)
+            else:
+                if key_rows:
+                    await conn.executemany(
+                        f"INSERT INTO {s}.idempotency_keys (key, fingerprint, result, "
+                        "recorded_at) VALUES ($1, $2, $3::jsonb, $4)",
+                        key_rows,
+                    )
+                if claim_rows:
+                    await conn.executemany(
+                        f"INSERT INTO {s}.unique_claims (scope, value, stream_id, claimed_at) "
+                        "VALUES ($1, $2, $3, $4)",
+                        claim_rows,
+                    )
         # Only now, after COMMIT, does anyone learn the outcome.
         EVENTS_APPENDED.labels(self.schema).inc(len(event_rows))
         for pending, outcome in outcomes:
@@ -343,6 +330,84 @@ class EventStore:
                 pending.future.set_exception(outcome)
             else:
                 pending.future.set_result(outcome)
+
+    async def _write(
+        self,
+        conn: Connection,
+        event_rows: list[tuple[Any, ...]],
+        key_rows: list[tuple[str, str, str, datetime]],
+        claim_rows: list[tuple[str, str, str, datetime]],
+        position: int,
+    ) -> None:
+        """The commit's events (through `append_log`, which checks that they extend the
+        chain), its idempotency keys and claims, and the NOTIFY of its last position: one
+        statement, one round trip."""
+        s = self._s
+        columns = [list(column) for column in zip(*event_rows, strict=True)]
+        args: list[Any] = [*columns, notify_channel(self.schema), str(position)]
+        parts = []
+        if key_rows:
+            n = len(args)
+            parts.append(
+                f"keys AS (INSERT INTO {s}.idempotency_keys (key, fingerprint, result, "
+                f"recorded_at) SELECT * FROM unnest(${n + 1}::text[], ${n + 2}::text[], "
+                f"${n + 3}::jsonb[], ${n + 4}::timestamptz[]))"
+            )
+            args += [list(column) for column in zip(*key_rows, strict=True)]
+        if claim_rows:
+            n = len(args)
+            parts.append(
+                f"claims AS (INSERT INTO {s}.unique_claims (scope, value, stream_id, "
+                f"claimed_at) SELECT * FROM unnest(${n + 1}::text[], ${n + 2}::text[], "
+                f"${n + 3}::text[], ${n + 4}::timestamptz[]))"
+            )
+            args += [list(column) for column in zip(*claim_rows, strict=True)]
+        await conn.execute(
+            (f"WITH {', '.join(parts)} " if parts else "")
+            + f"SELECT {s}.append_log($1::bigint[], $2::uuid[], $3::text[], "
+            "$4::integer[], $5::text[], $6::integer[], $7::text[], $8::timestamptz[], "
+            "$9::timestamptz[], $10::text[], $11::text[], $12::uuid[], $13::uuid[], "
+            "$14::jsonb[], $15::text[], $16::text[], $17::text[], $18::text[]), "
+            "pg_notify($19, $20)",
+            *args,
+        )
+
+    async def _under_lock(
+        self, conn: Connection, batch: Sequence[_PendingAppend]
+    ) -> tuple[dict[str, tuple[str, str]], dict[str, int], dict[tuple[str, str], str]]:
+        """The idempotency keys of the batch seen before (fingerprint, result), the current
+        version of each stream it appends to, and the owners of the values it claims."""
+        keys = [p.idempotency.key for p in batch if p.idempotency]
+        stream_ids = sorted({a.stream_id for p in batch for a in p.appends})
+        claims = sorted({(c.scope, c.value) for p in batch for a in p.appends for c in a.claims})
+        scopes, values = [c[0] for c in claims], [c[1] for c in claims]
+        s = self._s
+        rows = await conn.fetch(
+            f"SELECT 'k' AS what, key AS a, fingerprint AS b, result::text AS c, NULL::integer "
+            f"AS version FROM {s}.idempotency_keys WHERE key = ANY($1::text[]) "
+            "UNION ALL "
+            f"SELECT 'v', w.id, NULL, NULL, COALESCE((SELECT max(e.stream_version) FROM "
+            f"{s}.events e WHERE e.stream_id = w.id), 0) FROM unnest($2::text[]) AS w(id) "
+            "UNION ALL "
+            f"SELECT 'c', c.scope, c.value, c.stream_id, NULL FROM {s}.unique_claims c "
+            "JOIN unnest($3::text[], $4::text[]) AS w(scope, value) "
+            "ON c.scope = w.scope AND c.value = w.value",
+            keys,
+            stream_ids,
+            scopes,
+            values,
+        )
+        known: dict[str, tuple[str, str]] = {}
+        versions: dict[str, int] = {}
+        owners: dict[tuple[str, str], str] = {}
+        for row in rows:
+            if row["what"] == "k":
+                known[row["a"]] = (row["b"], row["c"])
+            elif row["what"] == "v":
+                versions[row["a"]] = row["version"]
+            else:
+                owners[(row["a"], row["b"])] = row["c"]
+        return known, versions, owners
 
     async def _check_head(self, conn: Connection, position: int, head_hash: str) -> None:
         """Refuse to sign over a head the service did not sign: a row appended beside the
@@ -384,33 +449,6 @@ class EventStore:
             return False
         return self._keyring().check(self.source, position, head_hash, key_id, signature) is None
 
-    async def _current_versions(
-        self, conn: Connection, batch: Iterable[_PendingAppend]
-    ) -> dict[str, int]:
-        stream_ids = sorted({a.stream_id for p in batch for a in p.appends})
-        rows = await conn.fetch(
-            f"SELECT s.id, COALESCE((SELECT max(e.stream_version) FROM {self._s}.events e "
-            "WHERE e.stream_id = s.id), 0) AS version FROM unnest($1::text[]) AS s(id)",
-            stream_ids,
-        )
-        return {row["id"]: row["version"] for row in rows}
-
-    async def _claim_owners(
-        self, conn: Connection, batch: Iterable[_PendingAppend]
-    ) -> dict[tuple[str, str], str]:
-        claims = {(c.scope, c.value) for p in batch for a in p.appends for c in a.claims}
-        if not claims:
-            return {}
-        scopes, values = zip(*sorted(claims), strict=True)
-        rows = await conn.fetch(
-            f"SELECT c.scope, c.value, c.stream_id FROM {self._s}.unique_claims c "
-            "JOIN unnest($1::text[], $2::text[]) AS w(scope, value) "
-            "ON c.scope = w.scope AND c.value = w.value",
-            list(scopes),
-            list(values),
-        )
-        return {(row["scope"], row["value"]): row["stream_id"] for row in rows}
-
     # -- reading ------------------------------------------------------------------------------
 
     async def find_result(self, key: str) -> tuple[str, AppendResult] | None:
@@ -423,6 +461,18 @@ class EventStore:
         if row is None:
             return None
         return row["fingerprint"], AppendResult.from_json(row["result"], replayed=True)
+
+    async def find_results(self, keys: Sequence[str]) -> dict[str, tuple[str, AppendResult]]:
+        """`find_result` of several keys in one round trip (the keys not used are left out)."""
+        rows = await self._pool.fetch(
+            f"SELECT key, fingerprint, result::text AS result FROM {self._s}.idempotency_keys "
+            "WHERE key = ANY($1::text[])",
+            list(keys),
+        )
+        return {
+            row["key"]: (row["fingerprint"], AppendResult.from_json(row["result"], replayed=True))
+            for row in rows
+        }
 
     async def stream_version(self, stream_id: str) -> int:
         version = await self._pool.fetchval(
@@ -456,6 +506,55 @@ class EventStore:
         for row in rows:
             streams[row["stream_id"]].append(row_to_event(row))
         return streams
+
+    async def read_streams_after(self, after: Mapping[str, int]) -> dict[str, list[RecordedEvent]]:
+        """Of each stream, the events after the version given, in version order (one query)."""
+        stream_ids = list(after)
+        rows = await self._pool.fetch(
+            f"SELECT {SELECT_E_EVENTS} FROM {self._s}.events e "
+            "JOIN unnest($1::text[], $2::integer[]) AS w(id, after) "
+            "ON e.stream_id = w.id AND e.stream_version > w.after "
+            "ORDER BY e.stream_id, e.stream_version",
+            stream_ids,
+            [after[s] for s in stream_ids],
+        )
+        streams: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in stream_ids}
+        for row in rows:
+            streams[row["stream_id"]].append(row_to_event(row))
+        return streams
+
+    async def read_for_command(
+        self,
+        stream_ids: Sequence[str],
+        key: str | None,
+        after: Sequence[int] | None = None,
+    ) -> tuple[dict[str, list[RecordedEvent]], tuple[str, AppendResult] | None]:
+        """What a command reads before deciding, in one round trip: its streams (as
+        `read_streams`; of each only the events after the version in `after`, when given) and
+        the fingerprint and result of an earlier command with its idempotency key (as
+        `find_result`; None without a key or when there is none)."""
+        rows = await self._pool.fetch(
+            f"SELECT k.fingerprint AS known_fingerprint, k.result::text AS known_result, "
+            f"{SELECT_E_EVENTS} FROM (SELECT 1) AS one "
+            f"LEFT JOIN {self._s}.idempotency_keys k ON k.key = $2 "
+            f"LEFT JOIN ({self._s}.events e JOIN unnest($1::text[], $3::integer[]) "
+            "AS w(id, after) ON e.stream_id = w.id AND e.stream_version > w.after) ON true "
+            "ORDER BY e.stream_id, e.stream_version",
+            list(stream_ids),
+            key,
+            list(after) if after is not None else [0] * len(stream_ids),
+        )
+        streams: dict[str, list[RecordedEvent]] = {stream_id: [] for stream_id in stream_ids}
+        earlier = None
+        for row in rows:
+            if earlier is None and row["known_fingerprint"] is not None:
+                earlier = (
+                    row["known_fingerprint"],
+                    AppendResult.from_json(row["known_result"], replayed=True),
+                )
+            if row["stream_id"] is not None:
+                streams[row["stream_id"]].append(row_to_event(row))
+        return streams, earlier
 
     async def existing_event_ids(self, event_ids: Sequence[UUID]) -> set[UUID]:
         rows = await self._pool.fetch(
@@ -505,6 +604,22 @@ class EventStore:
             if len(events) < page:
                 return
             after_position = events[-1].position
+
+    async def head_and_next(
+        self, after_position: int, limit: int
+    ) -> tuple[int, list[RecordedEvent]]:
+        """The log head's position and the events after `after_position` (at most `limit`),
+        in one round trip (what the relay reads each round)."""
+        rows = await self._pool.fetch(
+            f"SELECT h.position AS head_position, {SELECT_E_EVENTS} FROM {self._s}.chain_head h "
+            f"LEFT JOIN LATERAL (SELECT * FROM {self._s}.events WHERE position > $1 "
+            "ORDER BY position LIMIT $2) e ON true ORDER BY e.position",
+            after_position,
+            limit,
+        )
+        assert rows, "chain_head row missing: run the migrations"
+        head: int = rows[0]["head_position"]
+        return head, [row_to_event(row) for row in rows if row["position"] is not None]
 
     async def head(self) -> tuple[int, str]:
         row = await self._pool.fetchrow(f"SELECT position, hash FROM {self._s}.chain_head")

@@ -88,10 +88,20 @@ async def schedule(
     principal: CurrentPrincipal,
     command: Command,
 ) -> Accepted:
-    await _write(request, principal, body.branch_id)
+    # The units the command names, read once: for the scope check and for the decision.
+    directory = _directory(request)
+    attending = body.attendees.group_id if body.attendees else None
+    units = await directory.units_by_id(
+        [body.branch_id, *(u for u in (body.group_id, attending) if u)]
+    )
+    branch = units.get(body.branch_id)
+    if branch is not None and branch.kind == "branch":
+        principal.require_write(body.branch_id, branch.parent_id)
+    else:
+        await _write(request, principal, body.branch_id)
     activity_id = body.activity_id or f"act-{uuid.uuid4().hex[:12]}"
     scheduled = activity.ScheduleActivity(**{**body.model_dump(), "activity_id": activity_id})
-    result = await _service(request).schedule(scheduled, command)
+    result = await _service(request).schedule(scheduled, command, units)
     created = next(s for s in result.stream_versions).removeprefix("activity-")
     return accepted(result, response, id=created, stream=activity_stream(created))
 

@@ -12,9 +12,18 @@ from contracts.envelope import EventPayload
 from contracts.events import ReportCadenceSet
 from runtime.business_time import BusinessCalendar
 from runtime.clock import Clock
-from runtime.commands import Change, CommandContext, Decision, LoadedStream, execute, load
+from runtime.commands import (
+    Change,
+    CommandContext,
+    Decision,
+    LoadedStream,
+    Prepare,
+    StreamCache,
+    execute,
+    load,
+)
 from runtime.decider import CommandRefused
-from runtime.directory import Directory, MemberRecord
+from runtime.directory import Directory, MemberRecord, Unit
 from runtime.eventstore import AppendResult, EventStore, IdempotencyKey
 from runtime.projection import LocalProjector
 from services.activities.domain import activity, attendance, budget, reports
@@ -75,6 +84,9 @@ class ActivitiesService:
         self.clock = clock
         self.zone = ZoneInfo(timezone)
         self.calendar = BusinessCalendar(clock, self.zone)
+        #: The streams commands read lately (an activity's attendance grows sheet by sheet:
+        #: read once, then only what is new; runtime.commands.StreamCache).
+        self._streams = StreamCache()
 
     def today(self) -> date:
         return self.calendar.today()
@@ -91,8 +103,17 @@ class ActivitiesService:
         streams: Sequence[str],
         decide: Callable[[Mapping[str, LoadedStream]], Decision],
         primary: str | None = None,
+        prepare: Prepare | None = None,
     ) -> AppendResult:
-        result = await execute(self.store, context, streams, decide, primary=primary)
+        result = await execute(
+            self.store,
+            context,
+            streams,
+            decide,
+            primary=primary,
+            prepare=prepare,
+            cache=self._streams,
+        )
         if self.projector is not None:
             await self.projector.wait_for(result.last_position)
         return result
@@ -100,18 +121,24 @@ class ActivitiesService:
     # -- activities -----------------------------------------------------------------------
 
     async def _schedule_checks(
-        self, command: activity.ScheduleActivity
+        self, command: activity.ScheduleActivity, units: Mapping[str, Unit] | None = None
     ) -> tuple[bool, str | None, frozenset[str], str | None]:
-        """Whether the branch is known, the branch of the activity's group, the branch's
-        members on the day, and the branch of the attendees' group (None: no such group)."""
-        branch = await self.directory.unit(command.branch_id)
-        group = await self.directory.unit(command.group_id) if command.group_id else None
+        """Whether the branch is known, the branch of the activity's group, which of the named
+        attendees are the branch's members on the day, and the branch of the attendees' group
+        (None: no such group). Only what the decision needs is read: the units named, in one
+        round trip, and the named attendees (none for a meeting of the whole branch)."""
         attending = command.attendees.group_id if command.attendees else None
-        attending_group = await self.directory.unit(attending) if attending else None
-        day = self.local_day(command.starts_at)
-        members = frozenset(
-            m.member_id for m in await self.directory.members_of(command.branch_id, day)
-        )
+        named = command.attendees.member_ids if command.attendees else []
+        wanted = [command.branch_id, *(u for u in (command.group_id, attending) if u)]
+        if units is None:
+            units = await self.directory.units_by_id(wanted)
+        branch = units.get(command.branch_id)
+        group = units.get(command.group_id) if command.group_id else None
+        attending_group = units.get(attending) if attending else None
+        members: frozenset[str] = frozenset()
+        if named:
+            day = self.local_day(command.starts_at)
+            members = await self.directory.active_member_ids(command.branch_id, day, named)
         return (
             branch is not None and branch.kind == "branch",
             group.parent_id if group is not None and group.kind == "group" else None,
@@ -122,10 +149,17 @@ class ActivitiesService:
         )
 
     async def schedule(
-        self, command: activity.ScheduleActivity, context: CommandContext
+        self,
+        command: activity.ScheduleActivity,
+        context: CommandContext,
+        units: Mapping[str, Unit] | None = None,
     ) -> AppendResult:
+        """`units`: the directory's units the command names, when the caller has read them
+        (Directory.units_by_id; one that is absent there is not known)."""
         own = activity_stream(command.activity_id)
-        branch_known, group_branch, members, attendees_branch = await self._schedule_checks(command)
+        branch_known, group_branch, members, attendees_branch = await self._schedule_checks(
+            command, units
+        )
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
             events = activity.schedule(
@@ -204,16 +238,18 @@ class ActivitiesService:
     # -- attendance -----------------------------------------------------------------------
 
     async def _roll(self, state: ActivityState, day: date) -> attendance.Roll:
+        if state.attendees.scope != "group":
+            # Who is in the branch on the day, from the directory's columns: the members'
+            # records (their groups over time) are read only for a group's meeting.
+            ids = await self.directory.active_member_ids(state.branch_id, day)
+            if state.attendees.scope == "members":
+                return attendance.Roll(frozenset(state.attendees.member_ids) & ids, ids)
+            return attendance.Roll(ids, ids)
         in_branch = await self.directory.members_of(state.branch_id, day)
         ids = frozenset(m.member_id for m in in_branch)
-        if state.attendees.scope == "group":
-            required = frozenset(
-                m.member_id for m in in_branch if m.group_on(day) == state.attendees.group_id
-            )
-        elif state.attendees.scope == "members":
-            required = frozenset(state.attendees.member_ids) & ids
-        else:
-            required = ids
+        required = frozenset(
+            m.member_id for m in in_branch if m.group_on(day) == state.attendees.group_id
+        )
         return attendance.Roll(required, ids)
 
     async def _attendance(
@@ -226,29 +262,31 @@ class ActivitiesService:
         ],
     ) -> AppendResult:
         own, schedule = attendance_stream(activity_id), activity_stream(activity_id)
-        # Who must attend depends on the day; the roll is read first, and the decision below
-        # stands only if the activity still begins when it did (its stream is guarded too).
-        current = activity.fold(await _typed(self.store, schedule))
-        day = self.local_day(current.starts_at) if current else self.today()
-        roll = (
-            await self._roll(current, day) if current else attendance.Roll(frozenset(), frozenset())
-        )
+        # Who must attend depends on the day: the roll is read from the directory for the
+        # activity as the same read of its stream has it (the append is guarded by that
+        # stream's version too, so a reschedule meanwhile makes the command read again).
+        roll_of: dict[str, tuple[attendance.Roll, date]] = {}
+
+        async def prepare(loaded: Mapping[str, LoadedStream]) -> None:
+            current = activity.fold(loaded[schedule].events)
+            day = self.local_day(current.starts_at) if current else self.today()
+            roll = (
+                await self._roll(current, day)
+                if current
+                else attendance.Roll(frozenset(), frozenset())
+            )
+            roll_of["roll"] = (roll, day)
 
         def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
             state = activity.fold(loaded[schedule].events)
-            if state is not None and current is not None and state.starts_at != current.starts_at:
-                raise CommandRefused(
-                    "activity_moved",
-                    f"activity {activity_id} was rescheduled "
-                    "while the sheet was being recorded; send it again",
-                )
+            roll, day = roll_of["roll"]
             events = decide_events(state, attendance.fold(recorded(loaded[own])), roll, day)
             occurred = state.starts_at if state else self.clock()
             return Decision(
                 [Change(own, e, occurred, state.branch_id if state else None) for e in events]
             )
 
-        return await self._run(context, [own, schedule], decide, primary=own)
+        return await self._run(context, [own, schedule], decide, primary=own, prepare=prepare)
 
     async def record_sheet(
         self, activity_id: str, command: attendance.RecordSheet, context: CommandContext

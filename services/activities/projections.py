@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -46,8 +47,48 @@ class ActivitiesReadModels:
         await conn.execute(f"TRUNCATE {', '.join(f'{self._s}.{t}' for t in TABLES)}")
 
     async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
+        # Runs of inserts of one kind (activities scheduled, a sheet's lines, obligations
+        # planned) go in one `executemany`; everything else in log order, one at a time.
+        run: list[IncomingEvent] = []
         for event in events:
-            await self._apply_one(conn, event)
+            kind = _insert_kind(event)
+            if run and (kind is None or kind != _insert_kind(run[0])):
+                await self._insert(conn, run)
+                run = []
+            if kind is None:
+                await self._apply_one(conn, event)
+            else:
+                run.append(event)
+        if run:
+            await self._insert(conn, run)
+
+    async def _insert(self, conn: Connection, run: Sequence[IncomingEvent]) -> None:
+        s = self._s
+        if len(run) == 1:
+            await self._apply_one(conn, run[0])
+            return
+        kind = _insert_kind(run[0])
+        if kind == "activity":
+            await conn.executemany(
+                f"INSERT INTO {s}.activities VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                "$9::jsonb, $10, $11, $12, $13, $14, false, NULL)",
+                [_activity_row(e.payload) for e in run if isinstance(e.payload, ActivityScheduled)],
+            )
+        elif kind == "attendance":
+            await conn.executemany(
+                f"INSERT INTO {s}.attendance_log VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                [_attendance_row(e) for e in run],
+            )
+        else:
+            await conn.executemany(
+                f"INSERT INTO {s}.obligations (obligation_id, member_id, kind, branch_id, "
+                "due_on, period_label) VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    (p.obligation_id, p.member_id, p.kind, p.branch_id, p.due_on, p.period_label)
+                    for e in run
+                    if isinstance(p := e.payload, ReportRequired)
+                ],
+            )
 
     async def _apply_one(self, conn: Connection, event: IncomingEvent) -> None:
         s, p = self._s, event.payload
@@ -56,20 +97,7 @@ class ActivitiesReadModels:
                 await conn.execute(
                     f"INSERT INTO {s}.activities VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
                     "$9::jsonb, $10, $11, $12, $13, $14, false, NULL)",
-                    p.activity_id,
-                    p.kind,
-                    p.title,
-                    p.branch_id,
-                    p.group_id,
-                    p.starts_at,
-                    p.ends_at,
-                    p.place,
-                    orjson.dumps(p.attendees.model_dump(mode="json")).decode(),
-                    p.partner,
-                    p.base,
-                    p.volunteer_hours,
-                    p.planned_cost_fen,
-                    p.budget_line,
+                    *_activity_row(p),
                 )
             case ActivityRescheduled():
                 await conn.execute(
@@ -88,20 +116,10 @@ class ActivitiesReadModels:
                     p.reason,
                 )
             case AttendanceRecorded() | AttendanceCorrected():
-                corrected = isinstance(p, AttendanceCorrected)
                 await conn.execute(
                     f"INSERT INTO {s}.attendance_log VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
                     "$9, $10)",
-                    event.position,
-                    event.event_id,
-                    p.activity_id,
-                    p.member_id,
-                    p.status,
-                    p.excuse,
-                    "corrected" if corrected else "recorded",
-                    p.reason if isinstance(p, AttendanceCorrected) else None,
-                    event.envelope.actor.id,
-                    event.recorded_at,
+                    *_attendance_row(event),
                 )
             case ReportCadenceSet():
                 await conn.execute(
@@ -176,3 +194,52 @@ class ActivitiesReadModels:
                     p.override.reason if p.override else None,
                     event.envelope.actor.id,
                 )
+
+
+def _insert_kind(event: IncomingEvent) -> str | None:
+    """Which run of plain inserts an event belongs to (None: applied on its own)."""
+    match event.payload:
+        case ActivityScheduled():
+            return "activity"
+        case AttendanceRecorded() | AttendanceCorrected():
+            return "attendance"
+        case ReportRequired():
+            return "obligation"
+    return None
+
+
+def _activity_row(p: ActivityScheduled) -> tuple[Any, ...]:
+    return (
+        p.activity_id,
+        p.kind,
+        p.title,
+        p.branch_id,
+        p.group_id,
+        p.starts_at,
+        p.ends_at,
+        p.place,
+        orjson.dumps(p.attendees.model_dump(mode="json")).decode(),
+        p.partner,
+        p.base,
+        p.volunteer_hours,
+        p.planned_cost_fen,
+        p.budget_line,
+    )
+
+
+def _attendance_row(event: IncomingEvent) -> tuple[Any, ...]:
+    p = event.payload
+    assert isinstance(p, AttendanceRecorded | AttendanceCorrected)
+    corrected = isinstance(p, AttendanceCorrected)
+    return (
+        event.position,
+        event.event_id,
+        p.activity_id,
+        p.member_id,
+        p.status,
+        p.excuse,
+        "corrected" if corrected else "recorded",
+        p.reason if isinstance(p, AttendanceCorrected) else None,
+        event.envelope.actor.id,
+        event.recorded_at,
+    )

@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from uuid import UUID
 from zoneinfo import ZoneInfo
+
+import asyncpg
 
 from contracts.catalogue import CATALOGUE
 from contracts.envelope import Family
@@ -27,13 +29,22 @@ from contracts.events import (
     ReminderSkipped,
 )
 from contracts.events.deadline import Channel
+from runtime.commands import (
+    BatchCommand,
+    Change,
+    Decision,
+    LoadedStream,
+    StreamCache,
+    execute_batch,
+)
 from runtime.consumer import IncomingEvent
 from runtime.db import Connection
 from runtime.eventstore.schema import quote_schema
+from services.notify.domain import deadlines
 from services.notify.domain.config import NotifyConfig, Role
 from services.notify.domain.deadlines import Calendar, Intent, Meet, Schedule, Withdraw, derive
 from services.notify.domain.reminders import DeadlineView, delivery_id, plan
-from services.notify.handlers import NotifyService
+from services.notify.handlers import NotifyService, deadline_stream
 
 SOURCE_FAMILIES: tuple[Family, ...] = ("member", "activity", "attendance", "report", "score")
 
@@ -51,11 +62,19 @@ class DeadlinesFromEvents:
     def __init__(self, service: NotifyService, board: DeadlineBoard) -> None:
         self._service = service
         self._board = board
+        #: The deadline streams decided on lately (a member's lapse deadline has a revision
+        #: for every sheet that names them: read once, then only what is new).
+        self._streams = StreamCache()
 
     async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
         members_changed: set[str] = set()
         offices_changed: set[str] = set()
         met: set[str] = set()  # a sheet of 100 lines meets its meeting once, not 100 times
+        # The deadlines' decisions of the batch are made together (runtime.commands.
+        # execute_batch): a round trip or two and one commit for all of them. An intent that
+        # reads the board (a member who left, a kind met for a year) first has what came
+        # before it decided and projected, as one event at a time would.
+        batch: list[BatchCommand] = []
         for event in events:
             intents = derive(
                 event.payload,
@@ -64,15 +83,19 @@ class DeadlinesFromEvents:
                 event.position,
                 self._service.calendar,
             )
-            intents = _unmet(intents, met)
-            if intents:
+            for intent in _unmet(intents, met):
+                if isinstance(intent, Schedule | Meet | Withdraw):
+                    batch.append(self._command(intent, event))
+                    continue
+                await self._flush(batch)
                 await self._service.apply_intents(
-                    intents, event.event_id, event.envelope.correlation_id, event.occurred_at
+                    [intent], event.event_id, event.envelope.correlation_id, event.occurred_at
                 )
             if event.branch_id and event.type in MEMBER_CHANGES:
                 members_changed.add(event.branch_id)
             if event.branch_id and event.type in OFFICE_CHANGES:
                 offices_changed.add(event.branch_id)
+        await self._flush(batch)
         members_changed -= offices_changed
         if members_changed or offices_changed:
             # Plan open deadlines anew for their new recipients.
@@ -80,6 +103,30 @@ class DeadlinesFromEvents:
             async with self._service.store.pool.acquire() as own, own.transaction():
                 await self._board.replan(own, sorted(offices_changed))
                 await self._board.replan(own, sorted(members_changed), kinds=["meeting"])
+
+    def _command(self, intent: Schedule | Meet | Withdraw, event: IncomingEvent) -> BatchCommand:
+        """What NotifyService.decide runs for the intent, as a command of a batch (the same
+        stream, idempotency key and decision)."""
+        stream = deadline_stream(intent.deadline_id)
+        cause, occurred_at = event.event_id, event.occurred_at
+
+        def decide(loaded: Mapping[str, LoadedStream]) -> Decision:
+            state = deadlines.fold(loaded[stream].events)
+            return Decision(
+                [
+                    Change(stream, e, occurred_at, intent.branch_id)
+                    for e in deadlines.decide(intent, state, cause)
+                ]
+            )
+
+        key = f"{cause}:{intent.deadline_id}:{type(intent).__name__}"
+        context = self._service.context(key, cause, event.envelope.correlation_id)
+        return BatchCommand(context, [stream], decide, record_no_op=False)
+
+    async def _flush(self, batch: list[BatchCommand]) -> None:
+        if batch:
+            await execute_batch(self._service.store, batch, self._streams)
+            batch.clear()
 
 
 class ErasedRecipients:
@@ -166,32 +213,19 @@ class DeadlineBoard:
     async def apply(self, conn: Connection, events: Sequence[IncomingEvent]) -> None:
         s = self._s
         planned_any = False
+        # A run of deadlines scheduled is written and planned together: the board's state for
+        # the whole run read at once, its rows written with executemany.
+        scheduled: list[DeadlineScheduled] = []
         for event in events:
             p = event.payload
+            if isinstance(p, DeadlineScheduled):
+                scheduled.append(p)
+                planned_any = True
+                continue
+            if scheduled:
+                await self._schedule(conn, scheduled)
+                scheduled = []
             match p:
-                case DeadlineScheduled():
-                    await conn.execute(
-                        f"INSERT INTO {s}.deadlines (deadline_id, kind, title, branch_id, "
-                        "member_id, group_id, due_at, revision) VALUES ($1, $2, $3, $4, $5, $6, "
-                        "$7, $8) ON CONFLICT (deadline_id) DO UPDATE SET due_at = EXCLUDED.due_at, "
-                        "revision = EXCLUDED.revision, title = EXCLUDED.title",
-                        p.deadline_id,
-                        p.kind,
-                        p.title,
-                        p.branch_id,
-                        p.member_id,
-                        p.group_id,
-                        p.due_at,
-                        p.revision,
-                    )
-                    await self._plan(
-                        conn,
-                        DeadlineView(
-                            p.deadline_id, p.kind, p.title, p.branch_id, p.member_id, p.due_at
-                        ),
-                        p.group_id,
-                    )
-                    planned_any = True
                 case DeadlineMet() | DeadlineWithdrawn():
                     status = "met" if isinstance(p, DeadlineMet) else "withdrawn"
                     await conn.execute(
@@ -247,8 +281,42 @@ class DeadlineBoard:
                         p.channel,
                         p.lead_seconds,
                     )
+        if scheduled:
+            await self._schedule(conn, scheduled)
         if planned_any:
             await conn.execute("SELECT pg_notify($1, '')", f"{self._schema}_deliveries")
+
+    async def _schedule(self, conn: Connection, scheduled: Sequence[DeadlineScheduled]) -> None:
+        await conn.executemany(
+            f"INSERT INTO {self._s}.deadlines (deadline_id, kind, title, branch_id, "
+            "member_id, group_id, due_at, revision) VALUES ($1, $2, $3, $4, $5, $6, "
+            "$7, $8) ON CONFLICT (deadline_id) DO UPDATE SET due_at = EXCLUDED.due_at, "
+            "revision = EXCLUDED.revision, title = EXCLUDED.title",
+            [
+                (
+                    p.deadline_id,
+                    p.kind,
+                    p.title,
+                    p.branch_id,
+                    p.member_id,
+                    p.group_id,
+                    p.due_at,
+                    p.revision,
+                )
+                for p in scheduled
+            ],
+        )
+        # Each deadline planned once, as its last event in the run leaves it (planning it at
+        # each step on the way ends in the same rows).
+        last = {p.deadline_id: p for p in scheduled}
+        await self._plan_many(
+            conn,
+            [
+                (DeadlineView(p.deadline_id, p.kind, p.title, p.branch_id, p.member_id, p.due_at),
+                 p.group_id)
+                for p in last.values()
+            ],
+        )  # fmt: skip
 
     async def replan(
         self, conn: Connection, branch_ids: Sequence[str], kinds: Sequence[str] | None = None
@@ -263,46 +331,63 @@ class DeadlineBoard:
             list(branch_ids),
             list(kinds) if kinds is not None else None,
         )
-        for row in rows:
-            await self._plan(
-                conn,
-                DeadlineView(
-                    row["deadline_id"],
-                    row["kind"],
-                    row["title"],
-                    row["branch_id"],
-                    row["member_id"],
-                    row["due_at"],
-                ),
-                row["group_id"],
-            )
+        await self._plan_many(
+            conn,
+            [
+                (
+                    DeadlineView(
+                        row["deadline_id"],
+                        row["kind"],
+                        row["title"],
+                        row["branch_id"],
+                        row["member_id"],
+                        row["due_at"],
+                    ),
+                    row["group_id"],
+                )
+                for row in rows
+            ],
+        )
         if rows:
             await conn.execute("SELECT pg_notify($1, '')", f"{self._schema}_deliveries")
 
-    async def _plan(self, conn: Connection, deadline: DeadlineView, group_id: str | None) -> None:
-        recipients = await self._recipients(conn, deadline, group_id)
+    async def _plan_many(
+        self, conn: Connection, deadlines: Sequence[tuple[DeadlineView, str | None]]
+    ) -> None:
+        """Plan the deliveries of these deadlines (each with its group): who is reminded, by
+        which channels, read for all of them at once; their rows written in two statements."""
+        if not deadlines:
+            return
+        recipients = await self._recipients_of(conn, deadlines)
+        everyone = sorted({r for each in recipients for ids in each.values() for r in ids})
         preferences = {
             r["recipient_id"]: list(r["channels"])
             for r in await conn.fetch(
                 f"SELECT recipient_id, channels FROM {self._s}.recipients "
                 "WHERE recipient_id = ANY($1::text[])",
-                [r for ids in recipients.values() for r in ids],
+                everyone,
             )
         }
 
         def channels_of(recipient: str) -> Sequence[Channel]:
             return preferences.get(recipient) or self._config.default_channels
 
-        planned = plan(deadline, recipients, channels_of, self._config)
-        ids = [p.delivery_id for p in planned]
+        planned = [
+            p
+            for (deadline, _), each in zip(deadlines, recipients, strict=True)
+            for p in plan(deadline, each, channels_of, self._config)
+        ]
         # Pending deliveries follow the deadline and the roster as it is now (the recipient's
         # role too: the secretary may be the member); sent ones stay sent; obsolete ones go.
+        # (A delivery's id is derived from its deadline's: no deadline keeps another's.)
         await conn.execute(
-            f"DELETE FROM {self._s}.deliveries WHERE deadline_id = $1 "
+            f"DELETE FROM {self._s}.deliveries WHERE deadline_id = ANY($1::text[]) "
             "AND status = 'pending' AND NOT (delivery_id = ANY($2::uuid[]))",
-            deadline.deadline_id,
-            ids,
+            [deadline.deadline_id for deadline, _ in deadlines],
+            [p.delivery_id for p in planned],
         )
+        if not planned:
+            return
         await conn.executemany(
             f"INSERT INTO {self._s}.deliveries (delivery_id, deadline_id, recipient_id, role, "
             "channel, lead_seconds, send_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, "
@@ -324,39 +409,65 @@ class DeadlineBoard:
             ],
         )
 
-    async def _recipients(
-        self, conn: Connection, deadline: DeadlineView, group_id: str | None
-    ) -> dict[Role, list[str]]:
+    async def _recipients_of(
+        self, conn: Connection, deadlines: Sequence[tuple[DeadlineView, str | None]]
+    ) -> list[dict[Role, list[str]]]:
+        """Each deadline's recipients by role: the member, or a meeting's attendees; the
+        branch's secretary; the school's office."""
         s = self._s
-        recipients: dict[Role, list[str]] = {"member": [], "secretary": [], "school_office": []}
-        if deadline.member_id:
-            recipients["member"] = [deadline.member_id]
-        elif deadline.kind == "meeting" and deadline.branch_id:
-            day = self._calendar.day(deadline.due_at)
-            recipients["member"] = await self._attendees(conn, deadline.branch_id, group_id, day)
-        if deadline.branch_id:
-            secretary = await conn.fetchval(
-                f"SELECT secretary_id FROM {s}.directory_committees WHERE branch_id = $1",
-                deadline.branch_id,
-            )
-            if secretary:
-                recipients["secretary"] = [secretary]
-            school = await conn.fetchval(
-                f"SELECT parent_id FROM {s}.directory_units WHERE unit_id = $1 AND kind = 'branch'",
-                deadline.branch_id,
-            )
-            if school:
-                recipients["school_office"] = [self._config.school_office(school)]
-        return recipients
-
-    async def _attendees(
-        self, conn: Connection, branch_id: str, group_id: str | None, day: date
-    ) -> list[str]:
-        rows = await conn.fetch(
-            f"SELECT member_id, group_id FROM {self._s}.directory_members WHERE branch_id = $1 "
-            "AND enrolled_on <= $2 AND (transferred_on IS NULL OR transferred_on > $2) "
-            "ORDER BY member_id",
-            branch_id,
-            day,
+        branches = sorted({d.branch_id for d, _ in deadlines if d.branch_id})
+        secretaries: dict[str, str] = {}
+        schools: dict[str, str] = {}
+        members: dict[str, list[asyncpg.Record]] = {}
+        if branches:
+            for row in await conn.fetch(
+                f"SELECT branch_id, secretary_id FROM {s}.directory_committees "
+                "WHERE branch_id = ANY($1::text[])",
+                branches,
+            ):
+                if row["secretary_id"]:
+                    secretaries[row["branch_id"]] = row["secretary_id"]
+            for row in await conn.fetch(
+                f"SELECT unit_id, parent_id FROM {s}.directory_units "
+                "WHERE unit_id = ANY($1::text[]) AND kind = 'branch'",
+                branches,
+            ):
+                if row["parent_id"]:
+                    schools[row["unit_id"]] = row["parent_id"]
+        meeting_branches = sorted(
+            {
+                d.branch_id
+                for d, _ in deadlines
+                if d.branch_id and not d.member_id and d.kind == "meeting"
+            }
         )
-        return [r["member_id"] for r in rows if group_id is None or r["group_id"] == group_id]
+        if meeting_branches:
+            for row in await conn.fetch(
+                f"SELECT member_id, group_id, branch_id, enrolled_on, transferred_on "
+                f"FROM {s}.directory_members WHERE branch_id = ANY($1::text[]) "
+                "ORDER BY member_id",
+                meeting_branches,
+            ):
+                members.setdefault(row["branch_id"], []).append(row)
+        result: list[dict[Role, list[str]]] = []
+        for deadline, group_id in deadlines:
+            recipients: dict[Role, list[str]] = {"member": [], "secretary": [], "school_office": []}
+            if deadline.member_id:
+                recipients["member"] = [deadline.member_id]
+            elif deadline.kind == "meeting" and deadline.branch_id:
+                day = self._calendar.day(deadline.due_at)
+                recipients["member"] = [
+                    r["member_id"]
+                    for r in members.get(deadline.branch_id, ())
+                    if r["enrolled_on"] <= day
+                    and (r["transferred_on"] is None or r["transferred_on"] > day)
+                    and (group_id is None or r["group_id"] == group_id)
+                ]
+            if deadline.branch_id:
+                if deadline.branch_id in secretaries:
+                    recipients["secretary"] = [secretaries[deadline.branch_id]]
+                if deadline.branch_id in schools:
+                    school = schools[deadline.branch_id]
+                    recipients["school_office"] = [self._config.school_office(school)]
+            result.append(recipients)
+        return result
