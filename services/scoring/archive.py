@@ -3,7 +3,7 @@ its own log (regulations, adjustments, closed assessments)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -46,6 +46,8 @@ class Archive:
         #: The university's regulation: what a unit follows when neither it nor its school
         #: adopted one.
         self.default_regulation_id = default_regulation_id
+        #: Published documents, parsed once (a published version never changes).
+        self._documents: dict[tuple[Any, str], RegulationDocument] = {}
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -131,6 +133,11 @@ class Archive:
         return [_input(r) for r in rows]
 
     async def all_inputs(self, page: int = 20000) -> AsyncIterator[list[Input]]:
+        async for rows in self.all_input_rows(page):
+            yield [_input(r) for r in rows]
+
+    async def all_input_rows(self, page: int = 20000) -> AsyncIterator[list[asyncpg.Record]]:
+        """Every input as the database gives it (data as JSON text), a page at a time."""
         after = None
         while True:
             rows = await self.pool.fetch(
@@ -141,7 +148,7 @@ class Archive:
             )
             if not rows:
                 return
-            yield [_input(r) for r in rows]
+            yield rows
             after = rows[-1]["event_id"]
 
     async def members_with_inputs_since(self, since: datetime) -> list[str]:
@@ -173,9 +180,7 @@ class Archive:
         for r in rows:
             versions.setdefault(r["regulation_id"], []).append(
                 PublishedVersion(
-                    RegulationDocument.model_validate_json(r["document"]),
-                    r["event_id"],
-                    r["recorded_at"],
+                    self._document(r["event_id"], r["document"]), r["event_id"], r["recorded_at"]
                 )
             )
         adoptions = await db.fetch(
@@ -202,6 +207,15 @@ class Archive:
             {p["unit_id"]: p["parent_id"] for p in parents},
         )
 
+    def _document(self, event_id: Any, text: str) -> RegulationDocument:
+        key = (event_id, text)
+        document = self._documents.get(key)
+        if document is None:
+            if len(self._documents) > 1000:
+                self._documents.clear()
+            document = self._documents[key] = RegulationDocument.model_validate_json(text)
+        return document
+
     async def regulations(
         self, regulation_id: str | None = None, known_at: datetime | None = None
     ) -> RegulationHistory:
@@ -224,15 +238,18 @@ class Archive:
         as_of: datetime | None = None,
         known_at: datetime | None = None,
         conn: Connection | None = None,
+        period_id: str | None = None,
     ) -> list[Adjustment]:
         rows = await (conn or self.pool).fetch(
             f"SELECT * FROM {self._s}.adjustments WHERE approved_by IS NOT NULL "
             "AND ($1::text[] IS NULL OR member_id = ANY($1)) "
             "AND ($2::timestamptz IS NULL OR occurred_at <= $2) "
-            "AND ($3::timestamptz IS NULL OR recorded_at <= $3)",
+            "AND ($3::timestamptz IS NULL OR recorded_at <= $3) "
+            "AND ($4::text IS NULL OR period_id = $4)",
             sorted(set(members)) if members is not None else None,
             as_of,
             known_at,
+            period_id,
         )
         return [
             Adjustment(
@@ -289,9 +306,12 @@ class Archive:
     async def recorded_after(
         self, members: Sequence[str], since: datetime, start: datetime, end: datetime
     ) -> list[Input]:
+        # The period's inputs first (by business time, then record time): never the members'
+        # inputs of every year.
         rows = await self.pool.fetch(
-            f"SELECT {_INPUT_COLUMNS} FROM {self._s}.inputs WHERE members && $1::text[] "
-            "AND recorded_at > $2 AND occurred_at >= $3 AND occurred_at < $4 "
+            f"WITH period AS MATERIALIZED (SELECT * FROM {self._s}.inputs "
+            "WHERE occurred_at >= $3 AND occurred_at < $4 AND recorded_at > $2) "
+            f"SELECT {_INPUT_COLUMNS} FROM period WHERE members && $1::text[] "
             "ORDER BY occurred_at, event_id",
             list(members),
             since,
@@ -299,6 +319,120 @@ class Archive:
             end,
         )
         return [_input(r) for r in rows]
+
+    # -- the stored lines, on both time axes (reads) ----------------------------------------------
+
+    async def lines_of(
+        self,
+        members: Sequence[str],
+        period_id: str | None,
+        *,
+        as_of: datetime | None = None,
+        known_at: datetime | None = None,
+    ) -> list[asyncpg.Record]:
+        """The members' lines in the period (every period when None) as they stood at the cut:
+        caused by what had occurred by `as_of` and been recorded by `known_at`, as the
+        regulations and adoptions known at `known_at` gave them; `counts` is false for a line
+        whose cause something in the cut superseded (vetoes always count)."""
+        query, args = _lines_query(self._s, LEDGER_COLUMNS, members, period_id, as_of, known_at)
+        return await self.pool.fetch(query + " ORDER BY member_id, period_id", *args)
+
+    async def member_sums(
+        self,
+        members: Sequence[str],
+        period_id: str,
+        caps: Mapping[str, Decimal | None],
+        *,
+        as_of: datetime | None = None,
+        known_at: datetime | None = None,
+    ) -> list[asyncpg.Record]:
+        """lines_of summed in the database, one row per member with anything in the period
+        (a line, even superseded; a veto): `counted`, the sum over rules of each rule's sum of
+        the lines that count clamped to ±its cap (`caps`, of the governing version; a rule
+        without one is not clamped), NULL when no line counts; `vetoed`."""
+        query, args = _lines_query(
+            self._s, "member_id, rule_id, veto, points", members, period_id, as_of, known_at
+        )
+        ids, limits = f"${len(args) + 1}", f"${len(args) + 2}"
+        return await self.pool.fetch(
+            f"WITH r AS (SELECT member_id, rule_id, bool_or(veto) AS veto, "
+            "sum(points) FILTER (WHERE counts AND NOT veto) AS points "
+            f"FROM ({query}) AS l GROUP BY member_id, rule_id) "
+            # (greatest and least ignore a NULL: a rule with no line that counts is left out)
+            "SELECT r.member_id, bool_or(r.veto) AS vetoed, sum(CASE WHEN r.points IS NULL "
+            "THEN NULL WHEN c.cap IS NULL THEN r.points "
+            "ELSE least(greatest(r.points, -c.cap), c.cap) END) AS counted "
+            f"FROM r LEFT JOIN unnest({ids}::text[], {limits}::numeric[]) AS c(rule_id, cap) "
+            "USING (rule_id) GROUP BY r.member_id",
+            *args,
+            list(caps),
+            list(caps.values()),
+        )
+
+    async def directory_members(self, branch_ids: Sequence[str]) -> list[asyncpg.Record]:
+        """The branches' members in the directory, from its columns (what participation needs:
+        enrolment, transfer, standing and conversion), every branch in one round trip."""
+        return await self.pool.fetch(
+            "SELECT member_id, branch_id, standing, enrolled_on, transferred_on, "
+            "(record->>'converted_on')::date AS converted_on "
+            f"FROM {self._s}.directory_members WHERE branch_id = ANY($1::text[]) "
+            "ORDER BY branch_id, member_id",
+            list(branch_ids),
+        )
+
+
+#: What a ledger entry shows of a stored line.
+LEDGER_COLUMNS = (
+    "member_id, period_id, cause_event_id, rule_id, regulation_id, regulation_version, "
+    "branch_id, points, veto, cause_type, cause_occurred_at, cause_recorded_at, actor_id"
+)
+
+
+def _lines_query(
+    s: str,
+    columns: str,
+    members: Sequence[str],
+    period_id: str | None,
+    as_of: datetime | None,
+    known_at: datetime | None,
+) -> tuple[str, list[Any]]:
+    """The stored lines of the members in a period, cut on both axes, with `counts`.
+
+    Live (no cut): the current lines, `counts` = not superseded. With a cut: the current lines
+    known by `known_at` and, with `known_at`, the retired lines that were the lines then; a
+    line counts unless an input in the cut supersedes it. Every part is an index range of
+    (member, period): nothing of other periods is read."""
+    args: list[Any] = [sorted(set(members)), period_id]
+    # (the period spelt out, not `$2 IS NULL OR …`: a generic plan must still use its index)
+    where = "member_id = ANY($1::text[]) AND " + (
+        "$2::text IS NULL" if period_id is None else "period_id = $2::text"
+    )
+    if as_of is None and known_at is None:
+        return f"SELECT {columns}, NOT superseded AS counts FROM {s}.lines WHERE {where}", args
+    args += [as_of, known_at]
+    cut = (
+        f"{where} AND ($3::timestamptz IS NULL OR cause_occurred_at <= $3) "
+        "AND ($4::timestamptz IS NULL OR (cause_recorded_at <= $4 "
+        "AND (known_from IS NULL OR known_from <= $4)))"
+    )
+    union = (
+        f"SELECT {columns}, superseded AS gone, cause_event_id AS cause FROM {s}.lines WHERE {cut}"
+    )
+    if known_at is not None:
+        union += (
+            f" UNION ALL SELECT {columns}, superseded AS gone, cause_event_id AS cause "
+            f"FROM {s}.retired_lines WHERE {cut} AND known_until > $4"
+        )
+    # Only a line something in the archive supersedes can be superseded in the cut: the
+    # inputs are looked up (by the index of what they supersede) for those lines alone.
+    counted = (
+        "CASE WHEN c.veto OR NOT c.gone THEN true ELSE NOT EXISTS (SELECT 1 FROM "
+        f"{s}.inputs AS x WHERE x.supersedes = c.cause "
+        "AND ($3::timestamptz IS NULL OR x.occurred_at <= $3) "
+        "AND ($4::timestamptz IS NULL OR x.recorded_at <= $4)) END"
+    )
+    names = ", ".join(f"c.{c.strip()}" for c in columns.split(","))
+    return f"SELECT {names}, {counted} AS counts FROM ({union}) AS c", args
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:

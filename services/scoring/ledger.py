@@ -44,6 +44,9 @@ class StoredLine:
     superseded: bool
     cause_type: str
     cause_occurred_at: datetime
+    #: What the member's ledger shows of the cause besides (kept so that reads need not load it)
+    cause_recorded_at: datetime | None = None
+    actor_id: str | None = None
 
     @property
     def key(self) -> Key:

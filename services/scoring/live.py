@@ -6,13 +6,21 @@ whole history. Supersession is decided by the set: an input is superseded when a
 archive names it, whichever arrived first. A published revision recomputes the lines of what it
 governs. The replay check (queries.replay) folds everything from scratch with the pure engine
 and must find exactly the same rows.
+
+Lines are kept on both time axes, so that reads aggregate them instead of folding inputs again
+(queries.py): each names its cause's business time and record time, and `known_from` says from
+which record time it is its cause's line. The lines of an input are a function of the input and
+of the regulations and adoptions known: where a version or an adoption recorded after the input
+changes them, the lines known before it are kept in `retired_lines` up to that record time
+(`epochs`), and `known_at` reads what was known then.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from datetime import datetime, time
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -50,6 +58,8 @@ LINE_COLUMNS = (
     "cause_type",
     "cause_occurred_at",
 )
+#: The columns a line is stored with (LINE_COLUMNS, then what its ledger entry shows).
+STORED_COLUMNS = (*LINE_COLUMNS, "cause_recorded_at", "actor_id")
 
 
 def compute_lines(
@@ -74,6 +84,8 @@ def compute_lines(
                     gone,
                     input_.type,
                     input_.occurred_at,
+                    input_.recorded_at,
+                    input_.actor_id,
                 )
             )
         for member, veto, governing in vetoes_for(input_, book, zone):
@@ -91,8 +103,67 @@ def compute_lines(
                     False,
                     input_.type,
                     input_.occurred_at,
+                    input_.recorded_at,
+                    input_.actor_id,
                 )
             )
+    return result
+
+
+def change_times(book: RegulationBook) -> list[datetime]:
+    """The record times at which what the book says changed: every version, every adoption."""
+    times = {v.recorded_at for h in book.histories.values() for v in h.versions}
+    times |= {a.recorded_at for a in book.adoptions}
+    return sorted(t for t in times if t is not None)
+
+
+#: An input's lines over record time: (lines, known from, known until), None being open.
+Epoch = tuple[list[StoredLine], datetime | None, datetime | None]
+
+
+def _same(a: Sequence[StoredLine], b: Sequence[StoredLine]) -> bool:
+    def form(lines: Sequence[StoredLine]) -> list[tuple[Any, ...]]:
+        return sorted((x.key, x.points, x.veto, x.period_id, x.branch_id) for x in lines)
+
+    return form(a) == form(b)
+
+
+def epochs(
+    inputs: Iterable[Input], book: RegulationBook, zone: ZoneInfo, superseded: set[UUID]
+) -> list[Epoch]:
+    """Each input's lines under the book as known at every record time from the input's own on:
+    its current lines (the last epoch, known until None) and those a later version or adoption
+    replaced. An input recorded after the last change has one epoch, known from None (from its
+    own record time): the common case costs what compute_lines costs."""
+    times = change_times(book)
+    known: dict[int, RegulationBook] = {len(times): book}
+
+    def book_at(count: int) -> RegulationBook:
+        """The book as known once the first `count` changes were recorded."""
+        if count not in known:
+            moment = times[count - 1] if count else datetime.min.replace(tzinfo=UTC)
+            known[count] = book.known_at(moment)
+        return known[count]
+
+    result: list[Epoch] = []
+    for input_ in inputs:
+        before = bisect_right(times, input_.recorded_at)
+        if before == len(times):
+            result.append((compute_lines([input_], book, zone, superseded), None, None))
+            continue
+        spans: list[tuple[datetime | None, RegulationBook]] = [(None, book_at(before))]
+        for count in range(before + 1, len(times) + 1):
+            spans.append((times[count - 1], book_at(count)))
+        merged: list[tuple[list[StoredLine], datetime | None]] = []
+        for start, at in spans:
+            lines = compute_lines([input_], at, zone, superseded)
+            if merged and _same(merged[-1][0], lines):
+                merged[-1] = (lines, merged[-1][1])  # the same lines: the epoch goes on
+            else:
+                merged.append((lines, start))
+        for index, (lines, start) in enumerate(merged):
+            until = merged[index + 1][1] if index + 1 < len(merged) else None
+            result.append((lines, start, until))
     return result
 
 
@@ -123,8 +194,7 @@ class LiveScores:
         }
         now_superseded = {i.supersedes for i in fresh if i.supersedes} - set(fresh_ids)
         gone = await self._supersede(conn, now_superseded)
-        new = compute_lines(fresh, book, self.zone, born_superseded)
-        await self._insert_lines(conn, new)
+        new = await self._store_epochs(conn, epochs(fresh, book, self.zone, born_superseded))
         members = {line.member_id for line in new} | {line.member_id for line in gone}
         await self.refresh(conn, members, book)
         await publish(self.store, changes(new, gone, branch_of), None)
@@ -134,19 +204,61 @@ class LiveScores:
             return []
         rows = await conn.fetch(
             f"UPDATE {self._s}.lines SET superseded = true WHERE cause_event_id = ANY($1::uuid[]) "
-            f"AND NOT superseded AND NOT veto RETURNING {', '.join(LINE_COLUMNS)}",
+            f"AND NOT superseded AND NOT veto RETURNING {', '.join(STORED_COLUMNS)}",
+            list(causes),
+        )
+        # The lines of earlier epochs too: a cut of record time looks for the superseding
+        # input only where this says there is one (archive._lines_query).
+        await conn.execute(
+            f"UPDATE {self._s}.retired_lines SET superseded = true "
+            "WHERE cause_event_id = ANY($1::uuid[]) AND NOT superseded AND NOT veto",
             list(causes),
         )
         return [_line(r) for r in rows]
 
-    async def _insert_lines(self, conn: Connection, lines: Sequence[StoredLine]) -> None:
+    async def _insert_lines(
+        self,
+        conn: Connection,
+        lines: Sequence[StoredLine],
+        known_from: Mapping[UUID, datetime | None] | None = None,
+    ) -> None:
+        """Store current lines (known from their cause's record time, or from `known_from` of
+        their cause)."""
         if lines:
+            starts = known_from or {}
             await conn.copy_records_to_table(
                 "lines",
-                schema_name=self._s.strip('"'),
-                columns=LINE_COLUMNS,
-                records=[tuple(getattr(line, c) for c in LINE_COLUMNS) for line in lines],
+                schema_name=self._schema,
+                columns=(*STORED_COLUMNS, "known_from"),
+                records=[
+                    (*(getattr(line, c) for c in STORED_COLUMNS), starts.get(line.cause_event_id))
+                    for line in lines
+                ],
             )
+
+    async def _store_epochs(self, conn: Connection, found: Sequence[Epoch]) -> list[StoredLine]:
+        """Store what epochs() found; return the current lines."""
+        current: list[StoredLine] = []
+        known_from: dict[UUID, datetime | None] = {}
+        retired: list[tuple[Any, ...]] = []
+        for lines, start, until in found:
+            if until is None:
+                current.extend(lines)
+                for line in lines:
+                    known_from[line.cause_event_id] = start
+            else:
+                retired.extend(
+                    (*(getattr(line, c) for c in STORED_COLUMNS), start, until) for line in lines
+                )
+        await self._insert_lines(conn, current, known_from)
+        if retired:
+            await conn.copy_records_to_table(
+                "retired_lines",
+                schema_name=self._schema,
+                columns=(*STORED_COLUMNS, "known_from", "known_until"),
+                records=retired,
+            )
+        return current
 
     # -- a revision -----------------------------------------------------------------------------
 
@@ -181,12 +293,14 @@ class LiveScores:
                 _line(r)
                 for r in await conn.fetch(
                     f"DELETE FROM {self._s}.lines WHERE cause_event_id = ANY($1::uuid[]) "
-                    f"RETURNING {', '.join(LINE_COLUMNS)}",
+                    f"RETURNING {', '.join(STORED_COLUMNS)}",
                     ids,
                 )
             ]
-            new = compute_lines(inputs, book, self.zone, superseded)
-            await self._insert_lines(conn, new)
+            await conn.execute(
+                f"DELETE FROM {self._s}.retired_lines WHERE cause_event_id = ANY($1::uuid[])", ids
+            )
+            new = await self._store_epochs(conn, epochs(inputs, book, self.zone, superseded))
             old_keys = {(line.key, line.points) for line in old}
             new_keys = {(line.key, line.points) for line in new}
             gone = [
@@ -295,4 +409,4 @@ def aggregate(
 
 
 def _line(row: asyncpg.Record) -> StoredLine:
-    return StoredLine(**{c: row[c] for c in LINE_COLUMNS})
+    return StoredLine(**{c: row[c] for c in STORED_COLUMNS})

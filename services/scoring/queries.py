@@ -3,25 +3,43 @@ known at any record time — what-if runs under another regulation, and the repl
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
+import asyncpg
+
+from runtime.directory import MemberRecord
 from services.scoring.archive import Archive, score_key, score_row
-from services.scoring.domain.assessment import TableRow, compute_period
-from services.scoring.domain.engine import Adjustment, Input, LedgerEntry, MemberPeriod, all_lines
+from services.scoring.domain.assessment import Participant, TableRow, compute_period, grade_table
+from services.scoring.domain.engine import (
+    ZERO,
+    Adjustment,
+    Input,
+    LedgerEntry,
+    Line,
+    LineFold,
+    MemberPeriod,
+    all_lines,
+    clamp,
+    member_period,
+)
 from services.scoring.domain.regulation import (
+    Governing,
     PublishedVersion,
     RegulationBook,
     RegulationDocument,
     RegulationHistory,
+    rule_title,
 )
 from services.scoring.handlers import BranchInputs, Moment, ScoringService, compute_branch
-from services.scoring.offload import DEFAULT_SECONDS, DEFAULT_WORKERS, Offloader
+from services.scoring.offload import DEFAULT_SECONDS, DEFAULT_WORKERS, Offloader, RowColumns
 
 ADJUSTMENT_TITLE = "人工调整 / manual adjustment"
 CLOSING_TITLES = {
@@ -31,6 +49,7 @@ CLOSING_TITLES = {
 }
 
 
+@functools.cache
 def _scale(precision: int) -> Any:
     """Half up, as RegulationDocument.scaled rounds totals (a ledger must end at its total)."""
     quantum = Decimal(1).scaleb(-precision)
@@ -156,25 +175,103 @@ class ScoringQueries:
         known_at: datetime | None,
         period_id: str | None,
     ) -> list[dict[str, Any]]:
-        results = await self.service.member_periods(
-            member_id, as_of=self.service.instant(as_of), known_at=known_at
+        """The member's periods from their stored lines (of that period only, when named)."""
+        moment = self.service.instant(as_of)
+        book = await self.archive.book(known_at)
+        rows = await self.archive.lines_of([member_id], period_id, as_of=moment, known_at=known_at)
+        adjustments = await self.archive.adjustments(
+            [member_id], as_of=moment, known_at=known_at, period_id=period_id
         )
+        results = member_results(member_id, rows, adjustments, book)
         return [
             period_view(r)
             for p, r in sorted(results.items())
             if period_id is None or p == period_id
         ]
 
+    async def tables(
+        self,
+        branch_ids: Sequence[str],
+        period_id: str,
+        *,
+        as_of: Moment | None,
+        known_at: datetime | None,
+        book: RegulationBook,
+    ) -> dict[str, BranchTable]:
+        """The branches' tables for the period from the stored lines, each under the regulation
+        its branch follows: the period's lines of their participants summed by rule in the
+        database, then the arithmetic of the engine (caps, base, adjustments, floor and
+        ceiling, vetoes) and the ranking. Three queries whatever the number of branches."""
+        governing = {b: g for b in branch_ids if (g := book.governing(b, period_id)) is not None}
+        if not governing:
+            return {}
+        day = self.service.day(as_of) if as_of is not None else None
+        moment = self.service.instant(as_of)
+        participants: dict[str, list[Participant]] = {b: [] for b in governing}
+        for row in await self.archive.directory_members(list(governing)):
+            branch = row["branch_id"]
+            ends_on = governing[branch].period.ends_on
+            on = min(ends_on, day) if day else ends_on
+            # MemberRecord's own rules of participation, on the directory's columns
+            record = cast(MemberRecord, _Standing(*row[2:]))
+            if MemberRecord.active_on(record, on):
+                on_probation = MemberRecord.standing_on(record, on) == "probationary"
+                participants[branch].append(Participant(row["member_id"], branch, on_probation))
+        members = [p.member_id for found in participants.values() for p in found]
+        adjustments = await self.archive.adjustments(
+            members, as_of=moment, known_at=known_at, period_id=period_id
+        )
+        adjusted: dict[str, Decimal] = {}
+        for adjustment in adjustments:
+            adjusted[adjustment.member_id] = (
+                adjusted.get(adjustment.member_id, ZERO) + adjustment.points
+            )
+        # One query per governing version (its caps clamp the sums in the database).
+        by_version: dict[int, list[str]] = defaultdict(list)
+        for branch, found in participants.items():
+            by_version[id(governing[branch].document)].extend(p.member_id for p in found)
+        sums: dict[str, Row] = {}
+        for branch in {id(g.document): b for b, g in governing.items()}.values():
+            document = governing[branch].document
+            caps = {rule.id: rule.cap for rule in document.rules}
+            for row in await self.archive.member_sums(
+                by_version[id(document)], period_id, caps, as_of=moment, known_at=known_at
+            ):
+                sums[row["member_id"]] = row
+        result = {}
+        for branch, found in participants.items():
+            document = governing[branch].document
+            base = document.scaled(document.base)
+            totals = {}
+            for p in found:
+                summed = sums.get(p.member_id)
+                points = adjusted.get(p.member_id)
+                if summed is None and points is None:  # nothing in the period: the base
+                    totals[p.member_id] = base
+                elif summed is not None and summed["vetoed"]:
+                    totals[p.member_id] = document.scaled(document.floor)
+                else:
+                    counted = summed["counted"] if summed is not None else None
+                    total = base + (counted or ZERO) + (points or ZERO)
+                    totals[p.member_id] = document.scaled(
+                        clamp(total, document.floor, document.ceiling)
+                    )
+            probationary = {p.member_id for p in found if p.probationary}
+            result[branch] = BranchTable(
+                grade_table(totals, probationary, document), found, governing[branch]
+            )
+        return result
+
     async def branch(
         self, branch_id: str, period_id: str, *, as_of: Moment | None, known_at: datetime | None
     ) -> dict[str, Any] | None:
         book = await self.archive.book(known_at)
-        computed = await self.service.branch_result(
-            branch_id, period_id, as_of=as_of, known_at=known_at, book=book
-        )
+        computed = (
+            await self.tables([branch_id], period_id, as_of=as_of, known_at=known_at, book=book)
+        ).get(branch_id)
         if computed is None:
             return None
-        _, table, participants, governing = computed
+        table, participants, governing = computed
         period = governing.period
         closes = [
             c
@@ -227,14 +324,12 @@ class ScoringQueries:
     ) -> list[dict[str, Any]]:
         """Each branch under its own regulation, and which."""
         book = await self.archive.book(known_at)
+        tables = await self.tables(branch_ids, period_id, as_of=as_of, known_at=known_at, book=book)
         rows = []
         for branch_id in branch_ids:
-            computed = await self.service.branch_result(
-                branch_id, period_id, as_of=as_of, known_at=known_at, book=book
-            )
-            if computed is None:
+            if branch_id not in tables:
                 continue
-            _, table, _, governing = computed
+            table, _, governing = tables[branch_id]
             document = governing.document
             totals = [r.total for r in table]
             rows.append(
@@ -273,43 +368,146 @@ class ScoringQueries:
         alt_book = RegulationBook.single(
             RegulationHistory([PublishedVersion(alt_document, None, None)])
         )
-        branches: list[tuple[BranchInputs, BranchInputs]] = []
-        for branch_id in branch_ids:
-            old = await self.service.branch_inputs(branch_id, period_id, book=live_book)
-            governing = alt_book.governing(branch_id, period_id)
-            if old is None or governing is None:
-                continue
-            if governing.period.ends_on == old.governing.period.ends_on:
-                # The same participants, inputs and adjustments: read (and sent) once.
-                new = BranchInputs(
-                    branch_id,
-                    period_id,
-                    governing,
-                    old.participants,
-                    old.inputs,
-                    old.adjustments,
-                )
-            else:
-                found = await self.service.branch_inputs(branch_id, period_id, book=alt_book)
-                if found is None:
-                    continue
-                new = found
-            branches.append((old, new))
         job = WhatIfJob(period_id, alternative.id, alternative.version, live_book, alt_book)
-        return await self.offload.run(compute_what_if, job, branches, self.service.zone)
+
+        async def branches() -> AsyncIterator[list[tuple[BranchInputs, BranchInputs]]]:
+            # Each branch sent as it is read, computed there while the next one is read.
+            for branch_id in branch_ids:
+                old = await self.service.branch_inputs(branch_id, period_id, book=live_book)
+                governing = alt_book.governing(branch_id, period_id)
+                if old is None or governing is None:
+                    continue
+                if governing.period.ends_on == old.governing.period.ends_on:
+                    # The same participants, inputs and adjustments: read (and sent) once.
+                    new = BranchInputs(
+                        branch_id,
+                        period_id,
+                        governing,
+                        old.participants,
+                        old.inputs,
+                        old.adjustments,
+                    )
+                else:
+                    found = await self.service.branch_inputs(branch_id, period_id, book=alt_book)
+                    if found is None:
+                        continue
+                    new = found
+                yield [(old, new)]
+
+        return await self.offload.stream(compute_what_if_pages, branches(), job, self.service.zone)
 
     async def replay(self) -> ReplayReport:
         """Fold the whole archive again, apart from the live tables, and compare. The archive
         is read here; the fold runs off the event loop (offload)."""
         book = await self.archive.book()
-        inputs: list[Input] = []
-        async for page in self.archive.all_inputs():
-            inputs.extend(page)
-        adjustments = await self.archive.adjustments()
-        live_rows = await self.archive.live_scores()
-        return await self.offload.run(
-            compute_replay, book, inputs, adjustments, live_rows, self.service.zone
+
+        async def archive() -> AsyncIterator[Any]:
+            # The inputs a page at a time, folded there as they come; then what else it needs.
+            async for rows in self.archive.all_input_rows():
+                yield RowColumns(rows)
+            yield (await self.archive.adjustments(), await self.archive.live_scores())
+
+        return await self.offload.stream(compute_replay_pages, archive(), book, self.service.zone)
+
+
+#: A row as the database gives it (or as a test writes it).
+Row = asyncpg.Record | Mapping[str, Any]
+
+
+class _Standing(NamedTuple):
+    """What MemberRecord.active_on and standing_on read of a member (archive.directory_members)."""
+
+    standing: str
+    enrolled_on: date
+    transferred_on: date | None
+    converted_on: date | None
+
+
+class BranchTable(NamedTuple):
+    """A branch's period from the stored lines: its table, who took part, what governs."""
+
+    table: list[TableRow]
+    participants: list[Participant]
+    governing: Governing
+
+
+def member_results(
+    member_id: str,
+    rows: Sequence[Row],
+    adjustments: Sequence[Adjustment],
+    book: RegulationBook,
+) -> dict[str, MemberPeriod]:
+    """The member's result in every period they have something in, from their stored lines
+    (archive.lines_of) and adjustments: compute_period's choice of branch and governing
+    version, then member_period of the engine for the total and the ledger."""
+    titles: dict[tuple[str, int], dict[str, str]] = {}
+
+    def title(regulation_id: str, version: int, rule_id: str) -> str:
+        if (regulation_id, version) not in titles:
+            found = book.history(regulation_id).version(version)
+            titles[(regulation_id, version)] = (
+                {rule.id: rule_title(rule) for rule in found.document.rules} if found else {}
+            )
+        return titles[(regulation_id, version)].get(rule_id, rule_id)
+
+    lines: dict[str, list[Line]] = defaultdict(list)
+    vetoes: dict[str, list[str]] = defaultdict(list)
+    branches: dict[str, set[str]] = defaultdict(set)
+    present: set[str] = set()
+    for row in rows:
+        period_id = row["period_id"]
+        present.add(period_id)
+        if row["branch_id"]:
+            branches[period_id].add(row["branch_id"])
+        if row["veto"]:
+            vetoes[period_id].append(row["rule_id"].removeprefix("veto:"))
+            continue
+        cause = Input(
+            row["cause_event_id"],
+            row["cause_type"],
+            row["cause_occurred_at"],
+            row["cause_recorded_at"],
+            row["branch_id"],
+            row["actor_id"],
+            {},
         )
+        lines[period_id].append(
+            Line(
+                member_id,
+                row["branch_id"],
+                period_id,
+                row["rule_id"],
+                title(row["regulation_id"], row["regulation_version"], row["rule_id"]),
+                row["regulation_id"],
+                row["regulation_version"],
+                row["points"],
+                cause,
+                not row["counts"],
+            )
+        )
+    adjusted: dict[str, list[Adjustment]] = defaultdict(list)
+    for adjustment in adjustments:
+        present.add(adjustment.period_id)
+        adjusted[adjustment.period_id].append(adjustment)
+        branches[adjustment.period_id].add(adjustment.branch_id)
+    results = {}
+    for period_id in book.period_ids():
+        if period_id not in present:
+            continue
+        branch = max(branches[period_id]) if branches[period_id] else None
+        governing = book.governing(branch, period_id)
+        if governing is None:
+            continue
+        results[period_id] = member_period(
+            member_id,
+            governing.period,
+            governing.document,
+            lines.get(period_id, ()),
+            adjusted.get(period_id, ()),
+            vetoes.get(period_id, ()),
+            branch,
+        )
+    return results
 
 
 @dataclass(frozen=True)
@@ -321,8 +519,13 @@ class WhatIfJob:
     alt_book: RegulationBook
 
 
+def compute_what_if_pages(feed: Iterable[Any], job: WhatIfJob, zone: ZoneInfo) -> dict[str, Any]:
+    """compute_what_if of the branches as they are read: pages of (old, new) inputs."""
+    return compute_what_if(job, (pair for page in feed for pair in page), zone)
+
+
 def compute_what_if(
-    job: WhatIfJob, branches: Sequence[tuple[BranchInputs, BranchInputs]], zone: ZoneInfo
+    job: WhatIfJob, branches: Iterable[tuple[BranchInputs, BranchInputs]], zone: ZoneInfo
 ) -> dict[str, Any]:
     """The what-if from what was read: pure, run in a process of its own."""
     members: list[dict[str, Any]] = []
@@ -367,19 +570,42 @@ def compute_what_if(
     }
 
 
+def compute_replay_pages(feed: Iterable[Any], book: RegulationBook, zone: ZoneInfo) -> ReplayReport:
+    """The replay in its process, as the archive is read: pages of inputs (folded as they
+    come), then the adjustments and the live scores."""
+    fold = LineFold(book, zone)
+    adjustments: Sequence[Adjustment] = ()
+    live_rows: Sequence[Mapping[str, Any]] = ()
+    for item in feed:
+        if isinstance(item, list):
+            fold.add(item)
+        else:
+            adjustments, live_rows = item
+    return compute_replay(book, fold.inputs, adjustments, live_rows, zone, lines=fold.lines())
+
+
 def compute_replay(
     book: RegulationBook,
     inputs: Sequence[Input],
     adjustments: Sequence[Adjustment],
     live_rows: Sequence[Mapping[str, Any]],
     zone: ZoneInfo,
+    lines: Sequence[Line] | None = None,
 ) -> ReplayReport:
     """The replay from what was read: pure, run in a process of its own."""
-    lines = all_lines(inputs, book, zone)
+    lines = all_lines(inputs, book, zone) if lines is None else lines
+    # Given the lines, compute_period reads the inputs for their vetoes only, and keeps the
+    # lines of its period: each period is given those alone.
+    vetoing = [i for i in inputs if i.type in book.veto_types]
+    by_period: dict[str, list[Line]] = defaultdict(list)
+    for line in lines:
+        by_period[line.period_id].append(line)
     replayed: dict[tuple[str, str], tuple[str, ...]] = {}
     branches = {(r["member_id"], r["period_id"]): r["branch_id"] for r in live_rows}
     for period_id in book.period_ids():
-        result = compute_period(period_id, book, inputs, adjustments, zone, lines=lines)
+        result = compute_period(
+            period_id, book, vetoing, adjustments, zone, lines=by_period[period_id]
+        )
         for member_id, member_result in result.members.items():
             branch = member_result.branch_id or branches.get((member_id, period_id))
             row = score_row(member_result)

@@ -26,6 +26,7 @@ import redis.asyncio as redis
 
 from contracts.events import AttendanceRecorded, CommitteeElected, MemberEnrolled, UnitRegistered
 from runtime.eventstore import EventMetadata, NewEvent, StreamAppend
+from services.scoring.domain.regulation import MAX_CONDITION_VALUES
 from tests.conftest import REDIS_URL
 from tests.support.processes import ServiceProcesses, bearer
 from tests.support.producer import Producer, at, producer
@@ -34,7 +35,7 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.timeout(420)
 
 MEMBERS = 60
-MEETINGS = 100  # 6,000 attendance records: the scale of a school's year
+MEETINGS = 150  # 9,000 attendance records: the scale of a school's year
 #: The `/health` answer the issue asks for while a what-if computes (100 ms), and a command's
 #: (a committee member asks for an adjustment: a few queries and a commit). On a quiet machine
 #: every answer is within them; on one busy with other work (CI shares two cores with other
@@ -84,7 +85,9 @@ REGULATION: dict[str, Any] = {
 def large_draft(rules: int, conditions_values: int = 10) -> dict[str, Any]:
     """A draft of `rules` rules, each of them looked at for every attendance record: all but
     two never match (their last condition lists members who do not exist), the way a draft
-    written in a hurry (or by an attacker) makes the fold as long as it can."""
+    written in a hurry (or by an attacker) makes the fold as long as it can. (The engine's rule
+    index leaves every filler rule a candidate for a present member, but checks each once:
+    the largest drafts list as many values as a condition may, MAX_CONDITION_VALUES.)"""
     nobody = [f"x{n:03d}" for n in range(conditions_values)]
     filler = [
         {
@@ -362,7 +365,8 @@ def _check(what: str, during: list[float], idle: list[float], limit: float) -> N
 async def test_scoring_answers_health_and_commands_while_a_large_what_if_computes(
     world: Scoring,
 ) -> None:
-    draft = large_draft(500)  # as many rules as a draft may have
+    # as many rules as a draft may have, and values as a condition may
+    draft = large_draft(500, MAX_CONDITION_VALUES)
     idle = await _baseline(world)
     pid = world.processes.pid("scoring")
     async with httpx.AsyncClient(base_url=world.url, timeout=120) as client:
@@ -421,7 +425,11 @@ async def test_a_what_if_past_its_time_limit_is_stopped_and_one_over_the_size_re
         task = asyncio.create_task(
             client.post(
                 "/v1/what-if",
-                json={"period_id": "P1", "branch_id": "nde-b1", "draft": large_draft(500)},
+                json={
+                    "period_id": "P1",
+                    "branch_id": "nde-b1",
+                    "draft": large_draft(500, MAX_CONDITION_VALUES),
+                },
                 headers=world.auditor,
             )
         )

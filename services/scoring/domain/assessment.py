@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,6 +69,9 @@ def grade_table(
         m: t for m, t in totals.items() if document.grade_probationary or m not in probationary
     }
     size = len(graded)
+    # How many graded members have at least a total: by bisection, not a count per member (a
+    # branch of n members would cost n² for every table and summary).
+    ascending = sorted(graded.values())
     rank_of = ranks(totals)
     rows = []
     for member, total in sorted(totals.items(), key=lambda kv: (rank_of[kv[0]], kv[0])):
@@ -78,7 +82,7 @@ def grade_table(
                     continue
                 if candidate.max_share is not None:
                     allowed = math.floor(Fraction(candidate.max_share) * size)
-                    at_least = sum(1 for other in graded.values() if other >= total)
+                    at_least = size - bisect.bisect_left(ascending, total)
                     if at_least > allowed:
                         continue
                 grade = candidate.grade

@@ -8,6 +8,7 @@ are positive, periods do not overlap. Every error names the rule and the field.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import types
 import typing
@@ -512,6 +513,21 @@ class RegulationBook:
             unit: sorted(items, key=lambda a: (a.effective_from, a.order))
             for unit, items in by_unit.items()
         }
+        # What placed() and governing() found: a book does not change once made.
+        self._placed: dict[tuple[str | None, date], tuple[PublishedVersion, Period] | None] = {}
+        self._governing: dict[tuple[str | None, str], Governing | None] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_placed": {}, "_governing": {}}
+
+    def documents(self) -> list[RegulationDocument]:
+        """Every version of every regulation in the book."""
+        return [v.document for h in self.histories.values() for v in h.versions]
+
+    @functools.cached_property
+    def veto_types(self) -> frozenset[str]:
+        """The input types a veto of some version in the book is cast on."""
+        return frozenset(veto.on for document in self.documents() for veto in document.vetoes)
 
     @classmethod
     def single(cls, history: RegulationHistory, regulation_id: str | None = None) -> RegulationBook:
@@ -570,15 +586,30 @@ class RegulationBook:
 
     def placed(self, branch_id: str | None, day: date) -> tuple[PublishedVersion, Period] | None:
         """The version an event of that branch and day counts under, and its period."""
+        key = (branch_id, day)
+        try:
+            return self._placed[key]
+        except KeyError:
+            pass
         version = self.in_force(branch_id, day)
-        if version is None:
-            return None
-        period = version.document.period_of(day)
-        return (version, period) if period is not None else None
+        period = version.document.period_of(day) if version is not None else None
+        found = (version, period) if version is not None and period is not None else None
+        self._placed[key] = found
+        return found
 
     def governing(self, branch_id: str | None, period_id: str) -> Governing | None:
         """What governs the branch's period: the regulation the branch follows on the last day
         of the period as that regulation defines it, in its version in force on that day."""
+        key = (branch_id, period_id)
+        try:
+            return self._governing[key]
+        except KeyError:
+            pass
+        found = self._find_governing(branch_id, period_id)
+        self._governing[key] = found
+        return found
+
+    def _find_governing(self, branch_id: str | None, period_id: str) -> Governing | None:
         for regulation_id, history in self.histories.items():
             period = history.periods().get(period_id)
             if period is None or self.regulation_of(branch_id, period.ends_on) != regulation_id:
