@@ -271,25 +271,39 @@ async def execute_batch(
     """Run many commands together, each deciding as `execute` would have had they run one
     after the other in this order, with a round trip or two for all of them: the idempotency
     keys and the streams are read at once, the decisions made together, and the appends handed
-    to the store at once (its group commit writes them in one transaction). A command reading a
-    stream an earlier one of the batch appends to decides in a later wave, after that append.
+    to the store at once (its group commit writes them in one transaction).
+
+    Waves keep the order where it matters: a command decides in a later wave than every earlier
+    command that reads one of its streams or uses its idempotency key (so a key repeated in the
+    batch replays the first command's result), and never in an earlier wave than the command
+    before it (so a refusal stops the batch where one at a time would have stopped: the
+    commands before it are written, none after it runs, and it is raised).
 
     For commands derived from consumed events (no `If-Match`). A command whose append meets a
     conflict (another writer of its stream meanwhile) runs again alone, through `execute`. An
-    exception from a decision or an append is raised after the waves before it were written
-    (as one at a time would have)."""
+    append that fails otherwise (PostgreSQL down) is raised once its wave is over: what the
+    wave wrote stays written, and a retry of the batch replays it by its keys."""
     results: list[AppendResult | None] = [None] * len(commands)
     wave_of: list[int] = []
     last_wave: dict[str, int] = {}
     for command in commands:
-        wave = 1 + max((last_wave.get(s, -1) for s in command.stream_ids), default=-1)
+        touches = _touches(command)
+        after = max((last_wave.get(t, -1) for t in touches), default=-1)
+        wave = max(after + 1, wave_of[-1] if wave_of else 0)
         wave_of.append(wave)
-        for stream_id in command.stream_ids:
-            last_wave[stream_id] = wave
+        for touched in touches:
+            last_wave[touched] = wave
     for wave in range(max(wave_of, default=-1) + 1):
         members = [i for i, w in enumerate(wave_of) if w == wave]
         await _run_wave(store, [(i, commands[i]) for i in members], results, cache)
     return [result for result in results if result is not None]
+
+
+def _touches(command: BatchCommand) -> list[str]:
+    """What orders a command against the others of a batch: its streams and its key."""
+    key = command.context.idempotency
+    # A NUL cannot be in a stream id: the key never meets a stream of the same name.
+    return [*command.stream_ids, *([f"\0key:{key.key}"] if key is not None else [])]
 
 
 async def _run_wave(
@@ -303,22 +317,30 @@ async def _run_wave(
     known = await store.find_results(keys) if keys else {}
     loaded = await read_with_cache(store, stream_ids, cache)
     decided: list[tuple[int, BatchCommand, list[StreamAppend]]] = []
+    refused: Exception | None = None
     for index, command in wave:
-        key = command.context.idempotency
-        if key is not None and key.key in known:
-            fingerprint, result = known[key.key]
-            if fingerprint != key.fingerprint:
-                raise IdempotencyKeyReused(key.key)
-            results[index] = result
-            continue
-        mine = {stream_id: loaded[stream_id] for stream_id in dict.fromkeys(command.stream_ids)}
-        decision = command.decide(mine)
+        try:
+            key = command.context.idempotency
+            if key is not None and key.key in known:
+                fingerprint, result = known[key.key]
+                if fingerprint != key.fingerprint:
+                    raise IdempotencyKeyReused(key.key)
+                results[index] = result
+                continue
+            mine = {s: loaded[s] for s in dict.fromkeys(command.stream_ids)}
+            decision = command.decide(mine)
+        except Exception as error:
+            # One at a time, the commands after this one would not have run: they do not.
+            refused = error
+            break
         if not command.record_no_op and not decision.changes and not decision.claims:
             versions = {stream_id: stream.version for stream_id, stream in mine.items()}
             results[index] = AppendResult(versions, [], None, None, utc_now())
             continue
         decided.append((index, command, _appends(decision, mine)))
     if not decided:
+        if refused is not None:
+            raise refused
         return
     # Every decision of the wave made (none raised): all appends are queued at once.
     outcomes = await asyncio.gather(
@@ -353,3 +375,5 @@ async def _run_wave(
         results[index] = outcome
     if failure is not None:
         raise failure
+    if refused is not None:
+        raise refused

@@ -443,10 +443,19 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
 
+def _size(text: str) -> int:
+    """`10000`, `10k`, `1M`."""
+    factor = {"k": 1_000, "m": 1_000_000}.get(text.strip()[-1:].lower(), 1)
+    digits = text.strip()[:-1] if factor > 1 else text.strip()
+    return int(float(digits) * factor)
+
+
 async def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="10k and 100k, few repeats")
-    parser.add_argument("--sizes", help="comma-separated history sizes (default 10k,100k,1M)")
+    parser.add_argument(
+        "--sizes", help="comma-separated history sizes: 10000 or 10k, 1M (default 10k,100k,1M)"
+    )
     parser.add_argument("--repeats", type=int, help="samples per read and variant")
     parser.add_argument("--budget", type=float, default=30.0, help="seconds per read at most")
     parser.add_argument(
@@ -458,7 +467,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     sizes = (
-        [int(s) for s in args.sizes.split(",")]
+        [_size(s) for s in args.sizes.split(",")]
         if args.sizes
         else ([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
     )
