@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,10 +22,14 @@ from runtime.clock import Clock, utc_now
 from runtime.consumer.records import ProducerRecord
 from runtime.failures import observe as observe_failed_events
 from runtime.http.audit import audit_router
-from runtime.http.middleware import BodyLimitMiddleware, ErrorBoundaryMiddleware, NulGuardMiddleware
+from runtime.http.middleware import (
+    BodyLimitMiddleware,
+    ErrorBoundaryMiddleware,
+    NulGuardMiddleware,
+    ObserveMiddleware,
+)
 from runtime.http.problems import install_problem_handlers
 from runtime.logs import configure_logging
-from runtime.metrics import HTTP_REQUESTS
 from runtime.service import ServiceContext, ServiceDefinition, start_service, stop_service
 from runtime.settings import Settings
 from runtime.witness import PeerCheckpoints
@@ -85,28 +87,8 @@ def create_app(
     app.add_middleware(ErrorBoundaryMiddleware)
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        correlation = request.headers.get("x-correlation-id")
-        started = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(
-            service=definition.name,
-            correlation_id=correlation,
-            method=request.method,
-            path=request.url.path,
-        ):
-            response = await call_next(request)
-        route = request.scope.get("route")
-        HTTP_REQUESTS.labels(
-            definition.name,
-            request.method,
-            getattr(route, "path", "unmatched"),
-            str(response.status_code),
-        ).observe(time.perf_counter() - started)
-        return response
+    # Outermost of ours (the last added), as the `@app.middleware("http")` it replaces was.
+    app.add_middleware(ObserveMiddleware, service=definition.name)
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
     async def health() -> dict[str, str]:

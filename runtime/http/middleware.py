@@ -1,18 +1,22 @@
-"""Pure ASGI middlewares: a body size limit (413), a guard against NUL characters (422), and a
-last line of defence that turns an unexpected error into a problem response (503 when a
-dependency is down, else 500)."""
+"""Pure ASGI middlewares: the observation of each request (log context and metrics), a body
+size limit (413), a guard against NUL characters (422), and a last line of defence that turns
+an unexpected error into a problem response (503 when a dependency is down, else 500)."""
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import orjson
+import structlog
+from starlette.datastructures import URL
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.errors import is_transient
 from runtime.http.problems import PROBLEM_JSON, RETRY_AFTER_SECONDS
 from runtime.logs import get_logger
+from runtime.metrics import HTTP_REQUESTS
 
 log = get_logger("http")
 
@@ -58,6 +62,53 @@ class _ResponseTracker:
         if message["type"] == "http.response.start":
             self.started = True
         await self._send(message)
+
+
+class ObserveMiddleware:
+    """Each request in the log context (service, correlation id, method, path) while the app
+    handles it, and in HTTP_REQUESTS by method, route template (`unmatched` when no route) and
+    status, timed from its arrival to the start of its response. A request that gets no
+    response (the client went away first) is not counted."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        correlation = None
+        for name, value in scope["headers"]:
+            if name == b"x-correlation-id":
+                correlation = value.decode("latin-1")
+                break
+        method = scope["method"]
+        status: int | None = None
+        elapsed = 0.0
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status, elapsed
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                elapsed = time.perf_counter() - started
+            await send(message)
+
+        try:
+            with structlog.contextvars.bound_contextvars(
+                service=self.service,
+                correlation_id=correlation,
+                method=method,
+                path=URL(scope=scope).path,
+            ):
+                await self.app(scope, receive, observed_send)
+        finally:
+            if status is not None:  # counted even when the app failed after answering
+                route = scope.get("route")
+                HTTP_REQUESTS.labels(
+                    self.service, method, getattr(route, "path", "unmatched"), str(status)
+                ).observe(elapsed)
 
 
 class BodyLimitMiddleware:
