@@ -651,7 +651,15 @@ async def test_two_replicas_deliver_each_reminder_once_even_when_one_is_killed(
                     await scheduler.run_due()
                     return await _count(pool, schema, "sent") == expected
 
-                await wait_until(all_sent, within=60, interval=0.5, what="every reminder")
+                try:
+                    await wait_until(all_sent, within=60, interval=0.5, what="every reminder")
+                except AssertionError as error:
+                    statuses = await pool.fetch(
+                        f'SELECT status, count(*) AS n FROM "{schema}".deliveries GROUP BY status'
+                    )
+                    raise AssertionError(
+                        f"{error}: deliveries {dict(tuple(r) for r in statuses)}"
+                    ) from None
             finally:
                 if other.returncode is None:
                     other.kill()
