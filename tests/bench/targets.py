@@ -226,33 +226,29 @@ PHASE_FIGURES = {
 #: them again); printed under the table for the targets that were missed.
 HINTS = {
     "single": "the two cores are shared with the consumers handling the same events (see the cores "
-    "line); activities is one Python process doing everything: FastAPI dependencies and a "
-    "BaseHTTPMiddleware (serving with httptools instead of h11 changed nothing); each "
-    "schedule loads every member of the branch into records (only named attendees need them);"
-    " asyncpg's pool resets each connection on release (a round trip per pooled query); and "
-    "every command waiting for the local projector re-reads projection_checkpoints each time "
-    "the projector advances (LocalProjector.wait_for → _refresh)",
-    "sheets": "the answer waits for the local projector, which inserts the attendance_log one "
-    "INSERT per event and parses each event again with pydantic; the relay (an XADD per event) "
-    "and the group commit share the same core",
-    "relay": "the relay is a task in the busy activities event loop: its NOTIFY wake-up, "
-    "read_all, head(), the MULTI/EXEC of XADDs and the relay_progress UPDATE each queue behind "
-    "the command coroutines; the lag follows the process's load, not Redis",
+    "line): notify and scoring take most of what activities leaves; per command activities "
+    "still pays FastAPI's validation and dependencies, the idempotency-and-streams read, the "
+    "signed, hash-chained group commit, and the wait for its own read model "
+    "(tests/bench/profiles/commands_after.txt)",
+    "sheets": "per event: a pydantic model of the payload, its hash, the relay's XADD and the "
+    "local read model (the relay and the local projector are half of activities' samples "
+    "during sheets), then three consumers on the same two cores",
+    "relay": "the relay is a task in the busy activities event loop (woken by NOTIFY; one query "
+    "for the head and the batch; XADDs and the watermark in one MULTI/EXEC): with the cores "
+    "full, each hop waits for a core, so the lag follows the load of the process, not Redis",
     "visible": "activities' relay, then scoring's XREADGROUP (BLOCK 100 ms per family "
-    "reader), validation, archive, line computation, the regulation history parsed again for "
-    "each batch, the members' re-aggregation, the ledger append through scoring's group "
+    "reader), validation, archive, line computation, the ledger append through scoring's group "
     "commit (fsync), and scoring's relay",
-    "reads": "scoring folds the archive again on each read: the member's (or every branch "
-    "member's) inputs are fetched, turned into Input objects and run through the engine "
-    "(all_lines, compute_period) instead of reading the live member_scores rows",
+    "reads": "the reads sum this period's kept lines (services/scoring/live.py, archive."
+    "member_sums); what is left is Python per member (tests/bench/profiles/"
+    "scoring_university_summary.txt)",
     "rss": "",
-    "scoring_live": "per batch: compute_lines (Period lookup per input), a pydantic "
-    "ScoreAwarded per line for the ledger (Decimal validation shows in the profile), the "
-    "archive COPY, and a refresh that re-aggregates every line of each touched member; the "
-    "ledger append then hashes each envelope under the chain lock",
-    "scoring_replay": "the engine tries every rule of the regulation on every input "
-    "(lines_of/_matches) and computes each member-period in pure Python; archive rows become "
-    "Input objects one by one",
+    "scoring_live": "per batch: compute_lines, a ScoreAwarded per line for the ledger, the "
+    "archive COPY, the members' re-aggregation, and the ledger append hashing and signing each "
+    "envelope under the chain lock",
+    "scoring_replay": "on a small archive the worker process's start and the pages' packing "
+    "dominate; at 1M inputs replay runs at ~0.4x the keyset read: the service process packing "
+    "rows for the worker is the limit (tests/bench/profiles/scoring_replay_after.txt)",
 }
 
 
